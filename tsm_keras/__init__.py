@@ -1,0 +1,6 @@
+"""tsm_keras: the Temporal Shift Module (Lin, Gan, Han, ICCV 2019) in Keras 3."""
+
+__version__ = "0.1.0"
+
+from tsm_keras.layers import MergeSegments, NonLocal, SegmentConsensus, TemporalPool, TemporalShift
+from tsm_keras.models import TSM, build_tsm, model_complexity

@@ -1,0 +1,6 @@
+"""TSM models, their backbones and their complexity."""
+
+from tsm_keras.models.backbones import BACKBONES, BackboneSpec, get_backbone, register_backbone
+from tsm_keras.models.complexity import count_params, model_complexity
+from tsm_keras.models.temporal import SHIFT_PLACES, TemporalContext
+from tsm_keras.models.tsm import TSM, build_tsm, load_keras_applications_weights, load_weights
