@@ -1,7 +1,5 @@
 """The TSM model: a 2D backbone with temporal shifts, a linear head and consensus."""
 
-import os
-
 import keras
 
 from tsm_keras.layers import MergeSegments, NonLocal, SegmentConsensus
@@ -166,11 +164,13 @@ def build_tsm(
 
     Args:
         shift: bool, `False` is the same as `shift_div=0` (the TSN twin).
-        weights: None; `"imagenet"` (Keras ImageNet backbone weights, downloaded
-            by `keras.applications`, layout `"keras"` only); a path to a
-            `keras.applications` backbone weight file (`.h5` / `.weights.h5`,
-            layout `"keras"`); or a path to a full TSM weight file saved by
-            `model.save_weights` (`.weights.h5`) or a `.keras` model.
+        weights: backbone initialisation. None (random); `"imagenet"` (Keras
+            ImageNet weights, downloaded by `keras.applications`, layout
+            `"keras"`); or a path to a weight file of the matching
+            `keras.applications` network (`.h5` / `.weights.h5`, with or
+            without its top). The classifier (and any Non-local block) keeps
+            its initialisation. To restore a whole trained TSM use
+            `model.load_weights(...)` or `keras.saving.load_model(...)`.
         **kwargs: further `TSM` arguments (`bn_momentum`, `init_std`, ...).
 
     Example:
@@ -199,35 +199,13 @@ def build_tsm(
 
 
 def load_weights(model, weights):
-    """Fills `model` from `weights` (see `build_tsm`)."""
-    if weights == "imagenet" or _is_keras_applications_file(model, weights):
+    """Fills the backbone of `model` with ImageNet weights (see `build_tsm`)."""
+    if model.layout == "keras":
         return load_keras_applications_weights(model, weights)
-    path = os.fspath(weights)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"weights file not found: {path}")
-    if path.endswith(".keras"):
-        source = keras.saving.load_model(path, compile=False)
-        model.set_weights(source.get_weights())
-    else:
-        model.load_weights(path)
-    return model
-
-
-def _is_keras_applications_file(model, weights):
-    """True for an `.h5` file whose layer names are `keras.applications` ones."""
-    path = os.fspath(weights)
-    if not path.endswith(".h5") or not os.path.exists(path):
-        return False
-    import h5py
-
-    spec = get_backbone(model.backbone)
-    if spec.keras_name is None:
-        return False
-    with h5py.File(path, "r") as handle:
-        names = list(handle.attrs.get("layer_names", []))
-        names += list(handle.get("layers", {}).keys()) if "layers" in handle else []
-    names = [n.decode() if isinstance(n, bytes) else n for n in names]
-    return any(spec.keras_name(name) for name in names)
+    raise ValueError(
+        f"weights={weights!r} for layout='torch': PyTorch ImageNet weights are read by "
+        "the checkpoint importer (tsm_keras.weights)"
+    )
 
 
 def load_keras_applications_weights(model, weights):
