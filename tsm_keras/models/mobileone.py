@@ -1,0 +1,308 @@
+"""MobileOne S0..S4 (Vasu et al., CVPR 2023) with temporal hooks, in the PyTorch layout.
+
+The network follows mmpretrain's `MobileOne` (which MMAction2's `MobileOneTSM`
+subclasses) block for block: a stem block `stage0` (3x3, stride 2, one conv
+branch, `min(64, 64 * width[0])` channels), then four stages of
+`num_blocks = (2, 8, 10, 1)` units, each unit a depthwise 3x3 MobileOneBlock
+(stride 2 in the first unit of a stage) followed by a pointwise 1x1
+MobileOneBlock. S4 puts squeeze-excitation (mmpretrain `SELayer`, ratio 16,
+squeeze channels `make_divisible(C // 16, 8)`, ReLU then sigmoid) into both
+blocks of the last 5 units of stage 3 and of the unit of stage 4.
+
+Train-time block (`deploy=False`), summed, then SE (if any), then ReLU:
+- `num_conv_branches` kxk conv + BN branches;
+- a 1x1 "scale" conv + BN branch when k > 1;
+- an identity BN branch when `in == out` channels and stride 1.
+Deploy block (`deploy=True`): one kxk conv with bias (the branches folded by
+`tsm_keras.models.reparameterize.reparameterize`), then SE, then ReLU.
+
+Only `layout="torch"` exists (symmetric zero padding on stride-2 convs, no
+bias on branch convs, BN epsilon 1e-5): MobileOne has no `keras.applications`
+weights, its weights come from PyTorch checkpoints.
+
+TSM (MMAction2 `MobileOneTSM`): the temporal shift wraps every MobileOneBlock
+(placement `"block"`, the shift in front of the block), so that
+reparameterization still folds each block into one conv. Placement
+`"blockres"` has no meaning here and is refused. MMAction2 also wraps the stem
+block, whose 3 input channels give `fold = 3 // shift_div = 0` (no channel
+moves) for any `shift_div > 1`; the stem gets a shift layer only when its fold
+is non-zero.
+
+Backbone options (`build_tsm(..., backbone_options={...})`):
+- `deploy`: bool, build the reparameterized (single-conv) blocks.
+- `shift_segments`: int or None, the clip length the shifts assume. None (the
+  default) means the model's `num_segments`. MMAction2's MobileOne-S4 1x1x16
+  config feeds 16 frames to a backbone built with `num_segments=8` (only the
+  head has 16), so its shifts treat each 16-frame clip as two clips of 8
+  frames: no information crosses frames 7 -> 8. `shift_segments=8` with
+  `num_segments=16` reproduces that network exactly (for its checkpoint).
+
+Layer names (mmpretrain module path on the right; MMAction2 TSM checkpoints
+prefix it with `backbone.` and put `.net` after the block path, because
+`TemporalShift` wraps the block: `backbone.stage1.0.net.branch_scale.conv.weight`):
+
+| block                     | module path         |
+|---------------------------|---------------------|
+| `stage0`                  | `stage0`            |
+| `stage{i}_block{j}_dw`    | `stage{i}.{2j}`     |
+| `stage{i}_block{j}_pw`    | `stage{i}.{2j+1}`   |
+
+and, for a block named `B` with module path `P`:
+
+| Keras layer (weights)                              | PyTorch keys                                 |
+|----------------------------------------------------|----------------------------------------------|
+| `B_branch{k}_conv` (kernel)                        | `P.branch_conv_list.{k}.conv.weight`         |
+| `B_branch{k}_bn` (gamma, beta, mean, var)          | `P.branch_conv_list.{k}.norm.{weight,bias,running_mean,running_var}` |
+| `B_scale_conv`, `B_scale_bn`                       | `P.branch_scale.conv.weight`, `P.branch_scale.norm.*` |
+| `B_identity_bn`                                    | `P.branch_norm.*`                            |
+| `B_se_reduce` (kernel, bias)                       | `P.se.conv1.conv.{weight,bias}`              |
+| `B_se_expand` (kernel, bias)                       | `P.se.conv2.conv.{weight,bias}`              |
+| `B_reparam_conv` (kernel, bias; deploy only)       | `P.branch_reparam.{weight,bias}`             |
+
+Other layers: `B_shift` (TemporalShift), `B_pad` (ZeroPadding2D of stride-2
+blocks, shared by all kxk branches), `B_add`, `B_se_pool`, `B_se_relu`,
+`B_se_sigmoid`, `B_se_scale`, `B_relu`. Kernel layouts: the depthwise blocks
+(`_dw`) are `DepthwiseConv2D`, PyTorch `[C, 1, k, k]` -> Keras `[k, k, C, 1]`;
+the others are `Conv2D`, `[O, I, k, k]` -> `[k, k, I, O]` (SE convs too).
+"""
+
+import dataclasses
+import functools
+
+import keras
+
+from tsm_keras.layers.temporal_shift import shift_fold
+from tsm_keras.models.backbones import BackboneSpec, register_backbone
+from tsm_keras.models.layout import get_layout
+
+# mmpretrain `MobileOne.arch_zoo`.
+ARCHITECTURES = {
+    "s0": dict(width_factor=(0.75, 1.0, 1.0, 2.0), num_conv_branches=(4, 4, 4, 4), num_se_blocks=(0, 0, 0, 0)),
+    "s1": dict(width_factor=(1.5, 1.5, 2.0, 2.5), num_conv_branches=(1, 1, 1, 1), num_se_blocks=(0, 0, 0, 0)),
+    "s2": dict(width_factor=(1.5, 2.0, 2.5, 4.0), num_conv_branches=(1, 1, 1, 1), num_se_blocks=(0, 0, 0, 0)),
+    "s3": dict(width_factor=(2.0, 2.5, 3.0, 4.0), num_conv_branches=(1, 1, 1, 1), num_se_blocks=(0, 0, 0, 0)),
+    "s4": dict(width_factor=(3.0, 3.5, 3.5, 4.0), num_conv_branches=(1, 1, 1, 1), num_se_blocks=(0, 0, 5, 1)),
+}
+NUM_BLOCKS = (2, 8, 10, 1)
+BASE_CHANNELS = (64, 128, 256, 512)
+SE_RATIO = 16
+SE_DIVISOR = 8
+
+
+def make_divisible(value, divisor, min_value=None, min_ratio=0.9):
+    """Rounds `value` to a multiple of `divisor` (mmpretrain's `make_divisible`)."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < min_ratio * value:
+        rounded += divisor
+    return rounded
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSetting:
+    """One MobileOneBlock of a variant.
+
+    Args:
+        name: Keras layer-name prefix (`stage0`, `stage{i}_block{j}_{dw,pw}`).
+        module_path: the block's mmpretrain module path (`stage0`, `stage{i}.{m}`).
+        in_channels: int.
+        out_channels: int.
+        kernel_size: int, 3 (stem and depthwise) or 1 (pointwise).
+        stride: int.
+        depthwise: bool, a per-channel conv (`groups = in_channels`).
+        num_conv_branches: int, kxk conv + BN branches.
+        se_channels: int, squeeze channels of the SE layer, 0 without SE.
+    """
+
+    name: str
+    module_path: str
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int
+    depthwise: bool
+    num_conv_branches: int
+    se_channels: int = 0
+
+    @property
+    def has_scale(self):
+        """A 1x1 conv + BN branch exists (kernel_size > 1)."""
+        return self.kernel_size > 1
+
+    @property
+    def has_identity(self):
+        """A BN-only identity branch exists (same channels, stride 1)."""
+        return self.in_channels == self.out_channels and self.stride == 1
+
+
+def block_settings(variant):
+    """The `BlockSetting`s of MobileOne `variant` ("s0".."s4"), stem first."""
+    if variant not in ARCHITECTURES:
+        raise ValueError(f"MobileOne variant must be one of {sorted(ARCHITECTURES)}, got {variant!r}")
+    arch = ARCHITECTURES[variant]
+    channels = min(64, int(BASE_CHANNELS[0] * arch["width_factor"][0]))
+    settings = [BlockSetting("stage0", "stage0", 3, channels, 3, 2, False, 1)]
+    for stage, num_blocks in enumerate(NUM_BLOCKS):
+        planes = int(BASE_CHANNELS[stage] * arch["width_factor"][stage])
+        branches = arch["num_conv_branches"][stage]
+        first_se = num_blocks - arch["num_se_blocks"][stage]
+        for block in range(num_blocks):
+            use_se = block >= first_se
+            prefix = f"stage{stage + 1}_block{block}"
+            path = f"stage{stage + 1}"
+            settings.append(
+                BlockSetting(
+                    f"{prefix}_dw",
+                    f"{path}.{2 * block}",
+                    channels,
+                    channels,
+                    3,
+                    2 if block == 0 else 1,
+                    True,
+                    branches,
+                    _se_channels(channels) if use_se else 0,
+                )
+            )
+            settings.append(
+                BlockSetting(
+                    f"{prefix}_pw",
+                    f"{path}.{2 * block + 1}",
+                    channels,
+                    planes,
+                    1,
+                    1,
+                    False,
+                    branches,
+                    _se_channels(planes) if use_se else 0,
+                )
+            )
+            channels = planes
+    return tuple(settings)
+
+
+def _se_channels(channels):
+    return make_divisible(channels // SE_RATIO, SE_DIVISOR)
+
+
+def _conv(x, setting, kernel_size, use_bias, name):
+    """The conv of one branch: depthwise or full, `valid` on pre-padded input."""
+    padding = "same" if kernel_size > 1 and setting.stride == 1 else "valid"
+    if setting.depthwise:
+        return keras.layers.DepthwiseConv2D(
+            kernel_size, strides=setting.stride, padding=padding, use_bias=use_bias, name=name
+        )(x)
+    return keras.layers.Conv2D(
+        setting.out_channels,
+        kernel_size,
+        strides=setting.stride,
+        padding=padding,
+        use_bias=use_bias,
+        name=name,
+    )(x)
+
+
+def squeeze_excitation(x, channels, name):
+    """mmpretrain `SELayer`: `x * sigmoid(W2 relu(W1 mean_hw(x) + b1) + b2)`."""
+    scale = keras.layers.GlobalAveragePooling2D(keepdims=True, name=f"{name}_se_pool")(x)
+    scale = keras.layers.Conv2D(channels, 1, name=f"{name}_se_reduce")(scale)
+    scale = keras.layers.ReLU(name=f"{name}_se_relu")(scale)
+    scale = keras.layers.Conv2D(x.shape[-1], 1, name=f"{name}_se_expand")(scale)
+    scale = keras.layers.Activation("sigmoid", name=f"{name}_se_sigmoid")(scale)
+    return keras.layers.Multiply(name=f"{name}_se_scale")([x, scale])
+
+
+def mobileone_block(x, setting, layout, momentum, deploy=False):
+    """One MobileOneBlock (train-time branches or its deploy-time single conv).
+
+    Args:
+        x: KerasTensor `(N*T, H, W, setting.in_channels)`.
+        setting: `BlockSetting`.
+        layout: `Layout` (BN epsilon).
+        momentum: float, Keras BatchNorm momentum.
+        deploy: bool, one kxk conv with bias instead of the branches.
+    """
+    name = setting.name
+    kernel_size = setting.kernel_size
+    padded = x
+    if kernel_size > 1 and setting.stride > 1:
+        padded = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")(x)
+    if deploy:
+        out = _conv(padded, setting, kernel_size, True, f"{name}_reparam_conv")
+    else:
+        branches = []
+        for index in range(setting.num_conv_branches):
+            branch = _conv(padded, setting, kernel_size, False, f"{name}_branch{index}_conv")
+            branches.append(layout.batch_norm(branch, f"{name}_branch{index}_bn", momentum))
+        if setting.has_scale:
+            branch = _conv(x, setting, 1, False, f"{name}_scale_conv")
+            branches.append(layout.batch_norm(branch, f"{name}_scale_bn", momentum))
+        if setting.has_identity:
+            branches.append(layout.batch_norm(x, f"{name}_identity_bn", momentum))
+        out = branches[0]
+        if len(branches) > 1:
+            out = keras.layers.Add(name=f"{name}_add")(branches)
+    if setting.se_channels:
+        out = squeeze_excitation(out, setting.se_channels, name)
+    return keras.layers.ReLU(name=f"{name}_relu")(out)
+
+
+def mobileone_features(
+    frames, context, layout="torch", variant="s4", deploy=False, shift_segments=None
+):
+    """MobileOne trunk on `(N*T, H, W, 3)` frames; returns the last stage's map.
+
+    Args:
+        frames: KerasTensor `(N*T, H, W, 3)`.
+        context: `TemporalContext`; its `shift_place` must be `"block"`.
+        layout: `"torch"` (the only one).
+        variant: `"s0"` .. `"s4"`.
+        deploy: bool, reparameterized blocks (one conv each).
+        shift_segments: int or None, clip length the shifts assume (None:
+            `context.num_segments`; 8 with 16 frames reproduces MMAction2's
+            MobileOne-S4 1x1x16 config, see the module docstring).
+    """
+    if context.use_temporal_pool or context.non_local_mode is not None:
+        raise ValueError(
+            "temporal_pool and non_local are defined for ResNet backbones only "
+            f"(as in MMAction2 and mit-han-lab); got them for mobileone_{variant}"
+        )
+    if context.shifts and context.shift_place != "block":
+        raise ValueError(
+            f"mobileone_{variant} supports shift_place='block' only (the shift in front of "
+            "each MobileOneBlock, as MMAction2's MobileOneTSM, so that reparameterization "
+            f"folds every block into one conv); got shift_place={context.shift_place!r}"
+        )
+    if layout != "torch":
+        raise ValueError(f"mobileone_{variant} exists in layout 'torch' only, got {layout!r}")
+    layout = get_layout(layout, keras_bn_epsilon=1e-5, keras_conv_bias=False)
+    settings = block_settings(variant)
+    clip_segments = context.num_segments
+    if shift_segments is not None:
+        shift_segments = int(shift_segments)
+        if shift_segments < 1 or clip_segments % shift_segments:
+            raise ValueError(
+                f"backbone option shift_segments must divide num_segments={clip_segments}, "
+                f"got {shift_segments}"
+            )
+        context.num_segments = shift_segments
+    try:
+        x = frames
+        for setting in settings:
+            if shift_fold(x.shape[-1], context.shift_div):
+                x = context.shift(x, name=f"{setting.name}_shift")
+            x = mobileone_block(x, setting, layout, context.bn_momentum, deploy=bool(deploy))
+    finally:
+        context.num_segments = clip_segments
+    return x
+
+
+VARIANTS = tuple(sorted(ARCHITECTURES))
+
+for _variant in VARIANTS:
+    register_backbone(
+        f"mobileone_{_variant}",
+        BackboneSpec(
+            features=functools.partial(mobileone_features, variant=_variant),
+            layouts=("torch",),
+        ),
+    )
