@@ -1,4 +1,12 @@
-"""Export of TSM models: the online per-frame model and LiteRT conversion."""
+"""Export of TSM models: the online per-frame model and LiteRT conversion.
+
+- `online`: `build_online(model)` -> `OnlineTSM` (per-frame, explicit states).
+- `tflite`: `convert_offline`, `convert_online` (builtin ops only; fp32, fp16,
+  dynamic, int8), `float_islands`.
+- `flatbuffer`: op lists, signature tensors, state quantization checks.
+- `calibration`: representative datasets for int8 (frame by frame online).
+- `metadata`: the `FILE.tflite.json` sidecar the runners read.
+"""
 
 from tsm_keras.export.online import (
     OnlineContext,
@@ -7,3 +15,12 @@ from tsm_keras.export.online import (
     build_online,
     state_name,
 )
+from tsm_keras.export.tflite import (
+    IO_TYPES,
+    QUANT_MODES,
+    UnsupportedOpsError,
+    convert_offline,
+    convert_online,
+    float_islands,
+)
+from tsm_keras.export.metadata import ModelMetadata, load_metadata, save_metadata
