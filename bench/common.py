@@ -1,0 +1,119 @@
+"""Shared plumbing of the `bench/` scripts: timing, machine facts, tables, JSON.
+
+Every benchmark measures the things it compares side by side in one run
+(interleaved, so that a noisy neighbour slows both), prints a table and writes
+a JSON file under `bench/results/`.
+"""
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def machine_facts():
+    """What the numbers were measured on."""
+    import tensorflow as tf
+
+    facts = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+    }
+    try:
+        import keras
+
+        facts["keras"] = keras.__version__
+    except ImportError:
+        pass
+    return facts
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def interleaved_timings(functions, runs, warmup=2):
+    """Times each callable `runs` times, alternating between them.
+
+    Args:
+        functions: dict name -> zero-argument callable.
+        runs: timed calls per callable.
+        warmup: untimed calls per callable first.
+
+    Returns:
+        dict name -> list of seconds.
+    """
+    for function in functions.values():
+        for _ in range(warmup):
+            function()
+    timings = {name: [] for name in functions}
+    for _ in range(runs):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            timings[name].append(time.perf_counter() - start)
+    return timings
+
+
+def summarize(seconds):
+    """Median / p90 / min in milliseconds of a list of seconds."""
+    values = np.asarray(seconds) * 1000.0
+    return {
+        "median_ms": float(statistics.median(values)),
+        "p90_ms": float(np.percentile(values, 90)),
+        "min_ms": float(values.min()),
+        "runs": int(values.size),
+    }
+
+
+def print_table(title, columns, rows):
+    """Prints `rows` (lists of cells) under `columns` with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right" if column != columns[0] else "left")
+    for row in rows:
+        table.add_row(*[_cell(value) for value in row])
+    Console(width=160).print(table)
+
+
+def markdown_table(columns, rows):
+    """The same table as GitHub markdown (for docs/benchmarks.md)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(value):
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1 else f"{value:.1f}"
+    return str(value)
+
+
+def write_json(path, payload):
+    """Writes `payload` (plus machine facts) as JSON; creates the folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    payload = {"machine": machine_facts(), **payload}
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+    print(f"wrote {path}")
+    return path

@@ -1,0 +1,103 @@
+"""What the temporal shift costs: TSM vs its no-shift (TSN) twin, side by side.
+
+For each backbone (ResNet-50 x8 and MobileNetV2 x8 at 224 by default) the
+TSM and its TSN twin (the same network with `shift_div=0`) are timed
+interleaved in one process on one clip:
+
+- Keras in a `tf.function` (inference mode),
+- Keras `model.predict` (includes Keras' per-call overhead),
+- LiteRT fp32 (builtin ops, XNNPACK, `--threads` threads).
+
+The overhead is `TSM / TSN - 1` of the medians. The goal is <= 3%.
+
+    python bench/shift_overhead.py [--backbones resnet50 mobilenet_v2] [--runs 20]
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    RESULTS_DIR,
+    interleaved_timings,
+    print_table,
+    summarize,
+    write_json,
+)
+from tsm_keras import build_tsm  # noqa: E402
+
+GOAL = 0.03
+
+
+def litert_runner(model, threads):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tsm_keras.export.tflite import convert_offline
+
+    interpreter = Interpreter(model_content=convert_offline(model, quant="fp32"), num_threads=threads)
+    runner = interpreter.get_signature_runner()
+    clip = np.random.default_rng(0).normal(size=model.input_shape[1:]).astype("float32")[None]
+    return lambda: runner(clip=clip)
+
+
+def measure(backbone, num_segments, size, runs, threads, engines):
+    kwargs = dict(num_classes=400, num_segments=num_segments, input_shape=(size, size, 3), layout="torch")
+    models = {"TSM": build_tsm(backbone, **kwargs), "TSN": build_tsm(backbone, shift=False, **kwargs)}
+    models["TSN"].set_weights(models["TSM"].get_weights())
+    clip = tf.random.normal((1, num_segments, size, size, 3), seed=0)
+    results = {}
+    for engine in engines:
+        if engine == "tf.function":
+            calls = {
+                name: (lambda f: lambda: f(clip).numpy())(tf.function(lambda c, m=model: m(c, training=False)))
+                for name, model in models.items()
+            }
+        elif engine == "predict":
+            calls = {name: (lambda m: lambda: m.predict(clip, verbose=0))(model) for name, model in models.items()}
+        else:
+            calls = {name: litert_runner(model, threads) for name, model in models.items()}
+        timings = interleaved_timings(calls, runs=runs)
+        stats = {name: summarize(seconds) for name, seconds in timings.items()}
+        overhead = stats["TSM"]["median_ms"] / stats["TSN"]["median_ms"] - 1.0
+        results[engine] = {**stats, "overhead": overhead, "goal_met": overhead <= GOAL}
+        print(f"{backbone} x{num_segments} {engine}: TSM {stats['TSM']['median_ms']:.1f} ms, "
+              f"TSN {stats['TSN']['median_ms']:.1f} ms, overhead {overhead:+.1%}", flush=True)
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", nargs="+", default=["resnet50", "mobilenet_v2"])
+    parser.add_argument("--num-segments", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2, help="LiteRT threads")
+    parser.add_argument("--engines", nargs="+", default=["tf.function", "predict", "litert"],
+                        choices=["tf.function", "predict", "litert"])
+    parser.add_argument("--out", default=os.path.join(RESULTS_DIR, "shift_overhead.json"))
+    args = parser.parse_args(argv)
+
+    results = {
+        backbone: measure(backbone, args.num_segments, args.size, args.runs, args.threads, args.engines)
+        for backbone in args.backbones
+    }
+    rows = [
+        [f"{backbone} x{args.num_segments}", engine, r["TSN"]["median_ms"], r["TSM"]["median_ms"],
+         f"{r['overhead']:+.1%}", "yes" if r["goal_met"] else "no"]
+        for backbone, engines in results.items()
+        for engine, r in engines.items()
+    ]
+    columns = ["model", "engine", "TSN ms (median)", "TSM ms (median)", "shift overhead", "<= 3%"]
+    print_table(f"Temporal shift overhead, {args.size}x{args.size}, 1 clip", columns, rows)
+    write_json(args.out, {"benchmark": "shift_overhead", "args": vars(args), "columns": columns,
+                          "rows": rows, "results": results})
+
+
+if __name__ == "__main__":
+    main()
