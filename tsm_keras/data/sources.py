@@ -1,0 +1,315 @@
+"""Where frames come from: video files (PyAV), JPEG folders, the synthetic set.
+
+A source owns a list of `VideoRecord`s and reads the frames a sampler asks
+for: `source.read(record, sampler, rng)` returns uint8 frames
+`(len(indices), H, W, 3)` or raises `DataError` naming the file and why.
+The TFRecord source is streamed and lives in `tsm_keras.data.tfrecords`.
+"""
+
+import bisect
+import os
+
+import numpy as np
+
+from tsm_keras.data import synthetic
+from tsm_keras.data.annotations import VideoRecord, load_label_map, read_list
+from tsm_keras.data.report import DataError
+
+# Seek forward (to the key frame before the next wanted frame) only when it
+# skips at least this many frames; shorter gaps are cheaper to decode through.
+SEEK_MIN_GAP = 24
+
+
+def resized_shape(height, width, short_side):
+    """`(h, w)` with the short side `short_side`, mmcv `rescale_size` rounding."""
+    if short_side is None:
+        return height, width
+    scale = short_side / min(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+class VideoReader:
+    """Decodes chosen frames of one video file with PyAV.
+
+    The file is first demuxed without decoding to index its frames (packet
+    timestamps in display order and key frames): this gives an exact frame
+    count even for containers that do not store one (webm), and lets the
+    reader seek to the key frame before a wanted frame when that skips more
+    than `SEEK_MIN_GAP` frames, and otherwise decode straight through. Only
+    the wanted frames are converted to RGB (and resized, by FFmpeg's
+    swscale, when `short_side` is given).
+
+    Args:
+        path: video file.
+        decode_threads: FFmpeg decoder threads (0 = FFmpeg's choice).
+
+    Example:
+
+    >>> reader = VideoReader("clip.mp4")
+    >>> frames = reader.read([0, 10, 20], short_side=128)
+    """
+
+    def __init__(self, path, decode_threads=0):
+        self.path = os.fspath(path)
+        self.decode_threads = decode_threads
+        try:
+            size = os.path.getsize(self.path)
+        except FileNotFoundError:
+            raise DataError(self.path, "missing") from None
+        except OSError as error:
+            raise DataError(self.path, "missing", str(error)) from None
+        if size == 0:
+            raise DataError(self.path, "empty")
+        self._index()
+
+    def _open(self):
+        import av
+
+        try:
+            return av.open(self.path, metadata_errors="ignore")
+        except (av.FFmpegError, UnicodeDecodeError) as error:
+            raise DataError(self.path, "not_video", _short(error)) from None
+
+    def _index(self):
+        import av
+
+        container = self._open()
+        try:
+            if not container.streams.video:
+                raise DataError(self.path, "not_video", "no video stream")
+            stream = container.streams.video[0]
+            pts, keys = [], []
+            truncated = None
+            try:
+                for packet in container.demux(stream):
+                    if packet.size == 0:
+                        continue
+                    pts.append(packet.pts)
+                    keys.append(packet.is_keyframe)
+            except av.FFmpegError as error:
+                truncated = _short(error)
+            self.height, self.width = stream.codec_context.height, stream.codec_context.width
+        finally:
+            container.close()
+        if not pts:
+            raise DataError(self.path, "no_frames", truncated or "no video packets")
+        self.truncated = truncated
+        if any(value is None for value in pts):
+            # No timestamps to seek by: count packets, decode sequentially.
+            self.pts = None
+            self.key_indices = [0]
+        else:
+            order = np.argsort(pts, kind="stable")
+            self.pts = [pts[i] for i in order]
+            rank = {value: position for position, value in enumerate(self.pts)}
+            self.key_indices = sorted(rank[pts[i]] for i in range(len(pts)) if keys[i])
+            self._rank = rank
+        self.num_frames = len(pts)
+
+    def read(self, indices, short_side=None):
+        """uint8 frames `(len(indices), H, W, 3)` at 0-based display indices."""
+        import av
+
+        indices = np.asarray(indices, dtype=np.int64)
+        wanted = sorted(set(int(i) for i in indices))
+        if wanted[-1] >= self.num_frames or wanted[0] < 0:
+            raise IndexError(f"{self.path}: frame indices must be in [0, {self.num_frames})")
+        height, width = resized_shape(self.height, self.width, short_side)
+        decoded = {}
+        container = self._open()
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            stream.thread_count = self.decode_threads
+            try:
+                self._decode(container, stream, wanted, decoded, height, width)
+            except av.FFmpegError as error:
+                if not decoded:
+                    raise DataError(self.path, "no_frames", _short(error)) from None
+                raise DataError(self.path, "truncated", f"decoding stopped: {_short(error)}") from None
+        finally:
+            container.close()
+        if not decoded:
+            raise DataError(self.path, "no_frames", f"none of {self.num_frames} indexed frames decoded")
+        missing = [i for i in wanted if i not in decoded]
+        if missing:
+            reason = self.truncated or f"{len(decoded)} decodable frames, frame {missing[0]} missing"
+            raise DataError(self.path, "truncated", reason)
+        return np.stack([decoded[int(i)] for i in indices])
+
+    def _decode(self, container, stream, wanted, decoded, height, width):
+        wanted_set = set(wanted)
+        last = wanted[-1]
+        if self.pts is None:
+            for position, frame in enumerate(container.decode(stream)):
+                if position in wanted_set:
+                    decoded[position] = _to_rgb(frame, height, width)
+                if position >= last:
+                    return
+            return
+        position = -1  # display index of the last decoded frame
+        frames = None
+        for target in wanted:
+            if target in decoded:
+                continue
+            key = self.key_indices[max(0, bisect.bisect_right(self.key_indices, target) - 1)]
+            if frames is None and key == 0:
+                frames = container.decode(stream)  # from the start, no seek needed
+            elif frames is None or (key > position and key - position >= SEEK_MIN_GAP) or target <= position:
+                container.seek(self.pts[key], backward=True, any_frame=False, stream=stream)
+                frames = container.decode(stream)
+                position = -1
+            for frame in frames:
+                position = self._rank.get(frame.pts, position + 1)
+                if position in wanted_set and position not in decoded:
+                    decoded[position] = _to_rgb(frame, height, width)
+                if position >= target:
+                    break
+            else:
+                return  # end of stream
+
+
+def _to_rgb(frame, height, width):
+    if frame.height == height and frame.width == width:
+        return frame.to_ndarray(format="rgb24")
+    return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+
+
+def _short(error):
+    text = str(error).strip()
+    return text if len(text) < 160 else text[:157] + "..."
+
+
+class VideoSource:
+    """Video files listed in an MMAction2 video list (`path label`).
+
+    Args:
+        records: list of `VideoRecord`.
+        short_side: resize target of the short side at decode (None = keep).
+        decode_threads: FFmpeg threads per decoder.
+    """
+
+    kind = "video"
+
+    def __init__(self, records, short_side=None, decode_threads=0):
+        self.records = records
+        self.short_side = short_side
+        self.decode_threads = decode_threads
+
+    def read(self, record, sampler, rng):
+        reader = VideoReader(record.path, self.decode_threads)
+        indices = sampler(reader.num_frames, rng)
+        return reader.read(indices, self.short_side)
+
+
+class FrameFolderSource:
+    """JPEG frame folders from an MMAction2 rawframe list.
+
+    Frame `i` (0-based) of a folder is `filename_tmpl.format(i + start_index)`.
+    The first time a folder is read, all of its `total_frames` files are
+    checked to exist (a gap anywhere is reported, naming the first missing
+    file); frames are decoded with `tf.io.decode_jpeg`.
+
+    Args:
+        records: list of `VideoRecord` with `num_frames`.
+        filename_tmpl: e.g. `"img_{:05d}.jpg"`.
+        start_index: number of the first frame file (MMAction2: 1).
+    """
+
+    kind = "frames"
+
+    def __init__(self, records, filename_tmpl="img_{:05d}.jpg", start_index=1):
+        self.records = records
+        self.filename_tmpl = filename_tmpl
+        self.start_index = start_index
+        self._checked = set()
+
+    def _check_folder(self, record):
+        if record.path in self._checked:
+            return
+        if not os.path.isdir(record.path):
+            raise DataError(record.path, "missing", "no such frame folder")
+        if record.num_frames == 0:
+            raise DataError(record.path, "no_frames", "total_frames is 0")
+        present = set(os.listdir(record.path))
+        for position in range(record.num_frames):
+            name = self.filename_tmpl.format(position + self.start_index)
+            if name not in present:
+                raise DataError(record.path, "frame_gap",
+                                f"{name} missing (list says {record.num_frames} frames)")
+        self._checked.add(record.path)
+
+    def read(self, record, sampler, rng):
+        import tensorflow as tf
+
+        self._check_folder(record)
+        indices = sampler(record.num_frames, rng)
+        frames = {}
+        for position in sorted(set(int(i) for i in indices)):
+            path = os.path.join(record.path, self.filename_tmpl.format(position + self.start_index))
+            with open(path, "rb") as handle:
+                data = handle.read()
+            try:
+                frames[position] = tf.io.decode_jpeg(data, channels=3).numpy()
+            except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+                raise DataError(path, "bad_frame", _short(error.message)) from None
+        shapes = {frame.shape for frame in frames.values()}
+        if len(shapes) > 1:
+            raise DataError(record.path, "bad_frame", f"frames of different sizes {sorted(shapes)}")
+        return np.stack([frames[int(i)] for i in indices])
+
+
+class SyntheticSource:
+    """The built-in synthetic dataset, rendered on demand (no files).
+
+    Args:
+        config: `SyntheticConfig`.
+        split: `"train"`, `"val"` or `"test"`.
+    """
+
+    kind = "synthetic"
+
+    def __init__(self, config, split):
+        self.config = config
+        self.split = split
+        self.records = [
+            VideoRecord(path=f"synthetic/{split}/{index:05d}", label=synthetic.video_label(config, index),
+                        index=index, num_frames=config.num_frames)
+            for index in range(synthetic.num_videos(config, split))
+        ]
+
+    def read(self, record, sampler, rng):
+        indices = sampler(record.num_frames, rng)
+        return synthetic.SyntheticVideo(self.config, self.split, record.index).render(indices)
+
+
+def class_names(config):
+    """Class names of a `DataConfig` (label map file, or the synthetic ones)."""
+    if config.label_map is not None:
+        return load_label_map(config.label_map)
+    if config.source == "synthetic":
+        return synthetic.class_names(config.synthetic.num_classes)
+    return None
+
+
+def make_source(config, split, report=None):
+    """The source of one split of a `DataConfig` (not for `"tfrecord"`).
+
+    List-level problems are counted in `report` and skipped (or raised when
+    `report` is None or `config.on_error == "raise"`).
+    """
+    if config.source == "synthetic":
+        return SyntheticSource(config.synthetic, split)
+    list_path = config.list_for(split)
+    if list_path is None:
+        raise ValueError(f"data.{split}_list: required to read the {split!r} split of source {config.source!r}")
+    names = class_names(config)
+    num_classes = len(names) if names is not None else None
+    list_report = None if config.on_error == "raise" else report
+    if config.source == "video":
+        records = read_list(list_path, config.root_for(split), "video", num_classes, list_report)
+        return VideoSource(records, config.resize_short, config.decode_threads)
+    if config.source == "frames":
+        records = read_list(list_path, config.root_for(split), "frames", num_classes, list_report)
+        return FrameFolderSource(records, config.filename_tmpl, config.frame_start_index)
+    raise ValueError(f"source {config.source!r} has no record list (use tsm_keras.data.tfrecords)")
