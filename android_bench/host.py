@@ -114,6 +114,19 @@ def mask_to_cpus(cpu_mask):
     return {bit for bit in range(value.bit_length()) if value >> bit & 1}
 
 
+def check_cpu_mask(cpu_mask):
+    """Raises `BenchError` unless every CPU of the mask is available to this process."""
+    if not cpu_mask:
+        return
+    wanted = mask_to_cpus(cpu_mask)
+    available = os.sched_getaffinity(0)
+    if not wanted <= available:
+        raise BenchError(
+            f"--cpu-mask {cpu_mask} selects CPUs {sorted(wanted)} but this machine offers {sorted(available)}: "
+            "pick a mask within them"
+        )
+
+
 def benchmark_tflite(path, threads=1, use_xnnpack=True, runs=50, warmup=5, seed=0):
     """Benchmarks one .tflite file with the ai-edge-litert interpreter.
 
@@ -241,6 +254,7 @@ class HostBench:
 
     Args:
         runner: `"interpreter"` or `"litert-benchmark"`.
+        cpu_mask: the `--cpu-mask` of the runs, checked against this machine.
 
     Example:
 
@@ -249,7 +263,8 @@ class HostBench:
     'host'
     """
 
-    def __init__(self, runner=INTERPRETER):
+    def __init__(self, runner=INTERPRETER, cpu_mask=None):
+        check_cpu_mask(cpu_mask)
         if runner not in RUNNERS:
             raise BenchError(f"--host-runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
         if runner == LITERT_BENCHMARK and shutil.which(LITERT_BENCHMARK) is None:

@@ -131,7 +131,7 @@ def _make_bench(args):
     if args.host:
         from android_bench.host import HostBench
 
-        return HostBench(args.host_runner)
+        return HostBench(args.host_runner, cpu_mask=args.cpu_mask)
     from android_bench import device
 
     return device.connect(args.serial, args.benchmark_binary, args.binary_flavor)

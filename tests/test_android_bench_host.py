@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import pathlib
 import shutil
 
@@ -90,16 +91,21 @@ def test_online_model_state_inputs_are_filled_too(tiny_models):
 
 def test_host_cli_writes_json_table_and_chart(tiny_models, tmp_path, capsys):
     out = tmp_path / "host_run"
+    affinity = os.sched_getaffinity(0)
+    first_cpu = min(affinity)
     status = run.main(
         ["--host", "--models", str(tiny_models["classifier"]), str(tiny_models["online"]), "--threads", "1", "2",
-         "--delegates", "cpu", "xnnpack", "gpu", "--runs", "5", "--warmup", "2", "--out", str(out)]
+         "--delegates", "cpu", "xnnpack", "gpu", "--runs", "5", "--warmup", "2",
+         "--cpu-mask", format(1 << first_cpu, "x"), "--out", str(out)]
     )
     assert status == 0, capsys.readouterr().err
+    assert os.sched_getaffinity(0) == affinity  # the pinning is undone after each run
     assert len(list(out.glob("*.json"))) == 2 * 3 * 2
     record = json.loads((out / "tiny_online__xnnpack__t2.json").read_text())
     assert record["status"] == "ok" and record["target"]["kind"] == "host"
     assert record["latency_ms"]["count"] == 5 and record["delegate_applied"] is True
     assert record["output_format"] == "interpreter"
+    assert record["config"]["cpu_mask"] == format(1 << first_cpu, "x")
     skipped = json.loads((out / "tiny_classifier__gpu__t1.json").read_text())
     assert skipped["status"] == "skipped" and "no 'gpu' option" in skipped["error"]
     table = (out / "results.md").read_text()
@@ -122,6 +128,15 @@ def test_host_litert_benchmark_runner_output_is_parsed(tiny_models, tmp_path, ca
     assert record["latency_ms"]["count"] == 6 and record["latency_ms"]["warmup_count"] == 2
     assert "BENCHMARK RESULTS" in (out / record["log"]).read_text()
     assert json.loads((out / "tiny_classifier__cpu__t1.json").read_text())["status"] == "skipped"
+
+
+def test_host_cpu_mask_outside_this_machine_is_refused(tmp_path, capsys):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"unused")
+    absent_cpu = max(os.sched_getaffinity(0)) + 1
+    assert run.main(["--host", "--models", str(model), "--cpu-mask", format(1 << absent_cpu, "x")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"selects CPUs [{absent_cpu}]" in lines[0]
 
 
 def test_host_model_the_runtime_rejects(tmp_path, capsys):
