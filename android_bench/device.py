@@ -66,8 +66,9 @@ def check_local_binary(path):
         raise BenchError(f"benchmark binary {path} does not exist: {DOWNLOAD_HINT}")
     if not path.is_file():
         raise BenchError(f"benchmark binary {path} is not a file: pass the benchmark_model program itself")
-    header = path.read_bytes()[:20] if path.stat().st_size >= 20 else b""
-    if header[:4] != b"\x7fELF":
+    with path.open("rb") as file:
+        header = file.read(20)
+    if len(header) < 20 or header[:4] != b"\x7fELF":
         raise BenchError(
             f"benchmark binary {path} is not an executable program (no ELF header): "
             f"pass the benchmark_model binary itself, not an archive or a script; {DOWNLOAD_HINT}"

@@ -13,6 +13,7 @@ COLUMNS = (
     "Delegate",
     "Threads",
     "Avg ms",
+    "Median ms",
     "Std ms",
     "Min ms",
     "Max ms",
@@ -55,8 +56,11 @@ def load_records(paths):
     return loaded
 
 
-def _target_label(target):
-    return target["name"] if target["kind"] == "device" else "host"
+def _target_label(record):
+    """The device's name, or `host (<runner>)`: two host runners are two targets."""
+    if record["target"]["kind"] == "device":
+        return record["target"]["name"]
+    return f"host ({record['runner']['name']})"
 
 
 def _number(value, digits=2):
@@ -91,7 +95,7 @@ def _target_lines(all_records):
     seen = set()
     for record in all_records:
         target = record["target"]
-        key = json.dumps(target, sort_keys=True)
+        key = json.dumps([target, _target_label(record)], sort_keys=True)
         if key in seen:
             continue
         seen.add(key)
@@ -106,7 +110,7 @@ def _target_lines(all_records):
             )
             if target.get(field)
         ]
-        lines.append(f"- **{_cell(_target_label(target))}** ({target['kind']}): " + "; ".join(_cell(f) for f in facts))
+        lines.append(f"- **{_cell(_target_label(record))}** ({target['kind']}): " + "; ".join(_cell(f) for f in facts))
     return lines
 
 
@@ -120,11 +124,12 @@ def markdown_table(all_records):
         config = record["config"]
         runs = latency["count"] if latency["count"] is not None else "–"
         cells = (
-            _target_label(record["target"]),
+            _target_label(record),
             record["model"]["name"],
             config["delegate"],
             config["threads"],
             _number(latency["avg"]),
+            _number(latency["median"]),
             _number(latency["std"]),
             _number(latency["min"]),
             _number(latency["max"]),
@@ -137,7 +142,7 @@ def markdown_table(all_records):
         rows.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     notes = [
         "",
-        "Times are milliseconds per inference (avg / std / min / max over the timed runs; first = first "
+        "Times are milliseconds per inference (avg / median / std / min / max over the timed runs; first = first "
         "warm-up run; init = model load and interpreter creation). Mem = peak footprint when measured, else "
         "the growth of the footprint over the run.",
     ]
@@ -152,7 +157,7 @@ def plot_latency(all_records, path):
     from matplotlib import pyplot
 
     ok = [record for record in all_records if record["status"] == records.OK]
-    several_targets = len({_target_label(record["target"]) for record in ok}) > 1
+    several_targets = len({_target_label(record) for record in ok}) > 1
     labels, means, errors, colors = [], [], [], []
     palette = pyplot.get_cmap("tab10")
     delegates = sorted({record["config"]["delegate"] for record in ok})
@@ -160,7 +165,7 @@ def plot_latency(all_records, path):
         config = record["config"]
         label = f"{record['model']['name']} · {config['delegate']} · {config['threads']} thr"
         if several_targets:
-            label = f"{_target_label(record['target'])} · {label}"
+            label = f"{_target_label(record)} · {label}"
         labels.append(label)
         means.append(record["latency_ms"]["avg"])
         errors.append(record["latency_ms"]["std"] or 0.0)
@@ -181,7 +186,7 @@ def plot_latency(all_records, path):
     else:
         axes.text(0.5, 0.5, "no successful runs", ha="center", va="center", transform=axes.transAxes)
     axes.set_xlabel("mean latency per inference (ms), error bar = std")
-    targets = sorted({_target_label(record["target"]) for record in all_records})
+    targets = sorted({_target_label(record) for record in all_records})
     axes.set_title(f"LiteRT latency on {', '.join(targets)}", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)

@@ -109,7 +109,7 @@ def test_host_cli_writes_json_table_and_chart(tiny_models, tmp_path, capsys):
     skipped = json.loads((out / "tiny_classifier__gpu__t1.json").read_text())
     assert skipped["status"] == "skipped" and "no 'gpu' option" in skipped["error"]
     table = (out / "results.md").read_text()
-    assert sum(line.startswith("| host | tiny_") for line in table.splitlines()) == 12
+    assert sum(line.startswith("| host (interpreter) | tiny_") for line in table.splitlines()) == 12
     from matplotlib import image
 
     assert image.imread(out / "latency.png").ndim == 3
@@ -183,7 +183,7 @@ def test_device_and_host_records_share_one_schema_and_merge_into_one_table(tiny_
     assert run.main(["--report", str(device_dir), str(host_dir), "--out", str(merged)]) == 0
     table = (merged / "results.md").read_text()
     rows = [line for line in table.splitlines() if "| tiny_classifier.tflite | xnnpack | 4 |" in line]
-    assert [row.split(" | ")[0] for row in rows] == ["| samsung SM-S911B", "| host"]
+    assert [row.split(" | ")[0] for row in rows] == ["| samsung SM-S911B", "| host (interpreter)"]
     assert "| 4.97 |" in rows[0]
     assert (merged / "latency.png").stat().st_size > 0
 
