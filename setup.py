@@ -26,6 +26,12 @@ setup(
         "video": ["av>=12"],
         "lite": ["ai-edge-litert>=2.0"],
         "torch": ["torch==2.13.0"],
-        "dev": ["pytest>=8", "scikit-video>=1.1.11", "av>=12", "ai-edge-litert>=2.0"],
+        "dev": [
+            "pytest>=8",
+            "scikit-video>=1.1.11",
+            "av>=12",
+            "ai-edge-litert>=2.0",
+            "jax>=0.4",  # runs the TemporalShift backend test on JAX too
+        ],
     },
 )
