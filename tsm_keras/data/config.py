@@ -397,6 +397,10 @@ class DataConfig:
         if self.resize_short is not None and self.view_crop_size > self.resize_short:
             check.fail("test_crop_size" if self.test_crop_size else "crop_size",
                        f"at most resize_short ({self.resize_short})", self.view_crop_size)
+        if self.test_crop == "three" and self.resize_short is not None and self.resize_short != self.view_crop_size:
+            check.fail("test_crop_size" if self.test_crop_size else "crop_size",
+                       f"equal to resize_short ({self.resize_short}) for test_crop 'three' (ThreeCrop slides a "
+                       f"full-height/width window along the long side)", self.view_crop_size)
         check.bool_("flip", self.flip)
         self.flip_label_map = self._check_flip_label_map(check, self.flip_label_map)
         self.mean = check.floats("mean", self.mean, length=3)

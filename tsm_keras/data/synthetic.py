@@ -90,6 +90,9 @@ class SyntheticVideo:
         config: `SyntheticConfig`.
         split: `"train"`, `"val"` or `"test"`.
         index: video index within the split.
+        label: class to render instead of the video's own (same random
+            draws); the partner class of a pair gives the same video played
+            backwards. For tests and illustrations.
 
     Example:
 
@@ -98,13 +101,15 @@ class SyntheticVideo:
     (3, (2, 64, 64, 3))
     """
 
-    def __init__(self, config, split, index):
+    def __init__(self, config, split, index, label=None):
         if split not in _SPLIT_CODES:
             raise ValueError(f"split must be one of {list(_SPLIT_CODES)}, got {split!r}")
         self.config = config
         self.split = split
         self.index = int(index)
-        self.label = video_label(config, self.index)
+        self.label = video_label(config, self.index) if label is None else int(label)
+        if not 0 <= self.label < config.num_classes:
+            raise ValueError(f"label must be in [0, {config.num_classes}), got {label!r}")
         self.num_frames = config.num_frames
         rng = np.random.default_rng([config.seed, _SPLIT_CODES[split], self.index])
         size = config.frame_size

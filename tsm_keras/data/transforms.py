@@ -173,7 +173,11 @@ def test_crop_boxes(height, width, crop_size, mode):
     if mode == "center":
         return center_crop_box(height, width, crop_size)[None], (False,)
     if mode == "three":
-        crop_h = tf.minimum(crop_size, height)
+        check = tf.debugging.assert_equal(
+            tf.minimum(height, width), crop_size,
+            message="ThreeCrop needs the short side equal to the crop size (set resize_short = test crop size)")
+        with tf.control_dependencies([check]):
+            crop_h = tf.minimum(crop_size, height)
         crop_w = tf.minimum(crop_size, width)
         w_step = (width - crop_w) // 2
         h_step = (height - crop_h) // 2

@@ -1,0 +1,67 @@
+"""Helpers for the data tests: tiny media written with PyAV / TensorFlow.
+
+No tests live here; the `test_data_*.py` files import these functions.
+"""
+
+import os
+
+import numpy as np
+
+LEVEL_BASE = 8
+LEVEL_STEP = 5
+
+
+def numbered_frames(num_frames, height=32, width=48):
+    """uint8 frames `(N, H, W, 3)`; frame i is flat gray `8 + 5 i` (survives lossy codecs)."""
+    levels = LEVEL_BASE + LEVEL_STEP * np.arange(num_frames)
+    if levels[-1] > 250:
+        raise ValueError("too many frames to number by gray level")
+    return np.broadcast_to(levels[:, None, None, None], (num_frames, height, width, 3)).astype(np.uint8).copy()
+
+
+def frame_numbers(frames):
+    """Inverse of `numbered_frames` for decoded (possibly lossy) frames."""
+    means = np.asarray(frames, np.float64).reshape(len(frames), -1).mean(axis=1)
+    return np.round((means - LEVEL_BASE) / LEVEL_STEP).astype(int)
+
+
+def encode_video(path, frames, codec="libx264", fps=10, gop_size=None, options=None):
+    """Write uint8 RGB frames to a video file with PyAV."""
+    import av
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with av.open(str(path), mode="w", options=options or {}) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width = frames.shape[2]
+        stream.height = frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        if gop_size is not None:
+            stream.codec_context.gop_size = gop_size
+        if codec == "libx264":
+            stream.options = {"crf": "10", "preset": "veryfast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path)
+
+
+def write_frame_folder(directory, frames, filename_tmpl="img_{:05d}.jpg", start_index=1):
+    """JPEG frames `filename_tmpl.format(i + start_index)` in `directory`."""
+    import tensorflow as tf
+
+    os.makedirs(directory, exist_ok=True)
+    for position, frame in enumerate(frames):
+        data = tf.io.encode_jpeg(frame, quality=95).numpy()
+        with open(os.path.join(directory, filename_tmpl.format(position + start_index)), "wb") as handle:
+            handle.write(data)
+    return str(directory)
+
+
+def decode_all(path):
+    """Every frame of a video, the straightforward way (reference decoder)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
