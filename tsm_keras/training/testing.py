@@ -1,0 +1,118 @@
+"""The test protocol of a config, as run by `train/test.py` and at the end of `fit`."""
+
+import json
+import os
+
+import tensorflow as tf
+
+from tsm_keras.data import build_test_dataset
+from tsm_keras.training import checkpoint as checkpoint_lib
+from tsm_keras.training import evaluation
+
+METRICS_FILE = "metrics.json"
+CONFUSION_FILE = "confusion_matrix.png"
+PER_CLASS_FILE = "per_class.csv"
+
+
+def load_test_model(config, checkpoint):
+    """The config's TSM at the test view size, with weights from `checkpoint`.
+
+    Args:
+        config: `Config`.
+        checkpoint: a `.weights.h5` file (`final.weights.h5`,
+            `best.weights.h5`), a training checkpoint directory
+            (`checkpoints/step-*`), or a work dir (its `final.weights.h5`,
+            else its newest checkpoint).
+    """
+    from tsm_keras.training.trainer import CHECKPOINT_DIR, FINAL_WEIGHTS, build_model
+
+    path = os.fspath(checkpoint)
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, checkpoint_lib.STATE_FILE)):
+        if os.path.isfile(os.path.join(path, FINAL_WEIGHTS)):
+            path = os.path.join(path, FINAL_WEIGHTS)
+        else:
+            latest = checkpoint_lib.latest_checkpoint(os.path.join(path, CHECKPOINT_DIR))
+            if latest is None:
+                raise FileNotFoundError(f"{checkpoint}: no {FINAL_WEIGHTS} and no checkpoints/step-* inside")
+            path = latest
+    model = build_model(config, input_size=config.data.view_crop_size)
+    if os.path.isdir(path):
+        restore_model_variables(model, path)
+    elif path.endswith(".weights.h5") and os.path.isfile(path):
+        model.load_weights(path)
+    else:
+        raise FileNotFoundError(f"{checkpoint}: expected a .weights.h5 file, a checkpoint directory or a work dir")
+    return model
+
+
+def restore_model_variables(model, path):
+    """Model variables only (no optimizer) from a training checkpoint directory."""
+    state = checkpoint_lib.read_state(path)
+    saved = state.get("variables", {}).get("model")
+    current = [variable.path for variable in model.variables]
+    if saved is not None and saved != current:
+        raise ValueError(f"{path}: checkpoint was written by a model with other variables than this config's")
+    reader = tf.train.Checkpoint(model_variables=[variable.value for variable in model.variables])
+    reader.read(os.path.join(path, checkpoint_lib.CHECKPOINT_NAME)).expect_partial()
+    return model
+
+
+def run_test(config, model, out_dir, split=None, dump=None, verbose=1):
+    """Evaluates `model` with the config's protocol and writes the reports.
+
+    Writes `out_dir/metrics.json`, `confusion_matrix.png`, `per_class.csv`
+    and, when `dump` is given, `dump`'s `.pkl` and `.json` (format in
+    `tsm_keras.training.evaluation`). Prints the metrics when `verbose`.
+
+    Returns:
+        The metrics dict (`top1`, `top5`, `mean_class_accuracy`,
+        `num_videos`, and `pair_accuracy` for the synthetic dataset).
+    """
+    from tsm_keras.training.trainer import class_names, time_reversed_pairs
+
+    split = split or config.test.split
+    data = config.data
+    views = data.num_test_views
+    dataset = build_test_dataset(data, split)
+    result = evaluation.evaluate(
+        model,
+        dataset,
+        average=config.test.average,
+        videos_per_batch=max(1, config.test.views_per_batch // views),
+        class_names=class_names(config),
+    )
+    metrics = result.metrics()
+    pairs = time_reversed_pairs(config)
+    if pairs:
+        metrics["pair_accuracy"] = evaluation.pair_accuracy(result, pairs)
+    metrics.update(
+        split=split,
+        views=f"{data.num_test_clips} clip(s) x {data.num_test_crops} crop(s)",
+        average=config.test.average,
+    )
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, METRICS_FILE), "w", encoding="utf-8") as handle:
+        json.dump(metrics, handle, indent=1)
+    evaluation.write_confusion_matrix_png(result, os.path.join(out_dir, CONFUSION_FILE))
+    evaluation.write_per_class_table(result, os.path.join(out_dir, PER_CLASS_FILE))
+    dumped = evaluation.write_dump(result, dump) if dump else ()
+    if verbose:
+        print(format_metrics(metrics))
+        print(f"  reports: {out_dir}/{{{METRICS_FILE}, {CONFUSION_FILE}, {PER_CLASS_FILE}}}")
+        for path in dumped:
+            print(f"  dump: {path}")
+    return metrics
+
+
+def format_metrics(metrics):
+    """One line per metric, the way the README quotes them."""
+    lines = [
+        f"Test on {metrics['split']} ({metrics['num_videos']} videos, {metrics['views']}, "
+        f"average {metrics['average']}):",
+        f"  top1 {metrics['top1']:.4f}",
+        f"  top5 {metrics['top5']:.4f}",
+        f"  mean class accuracy {metrics['mean_class_accuracy']:.4f}",
+    ]
+    if "pair_accuracy" in metrics:
+        lines.append(f"  accuracy within time-reversed pairs {metrics['pair_accuracy']:.4f} (chance 0.5)")
+    return "\n".join(lines)
