@@ -13,41 +13,25 @@ from tsm_keras import TemporalShift, build_tsm, reparameterize
 from tsm_keras.models.mobileone import block_settings
 from tsm_keras.models.reparameterize import fold_batch_norm, identity_kernel
 
+from test_mobileone_model import calibrate, float64, randomize
+
 FRAME = (64, 64, 3)
 SEGMENTS = 4
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "convert" / "reparameterize.py"
 PARITY = 1e-4
 
 
-def mobileone(variant, **kwargs):
+def mobileone(variant, num_segments=SEGMENTS, **kwargs):
+    keras.utils.set_random_seed(0)
     return build_tsm(
         f"mobileone_{variant}",
         5,
-        num_segments=SEGMENTS,
+        num_segments=num_segments,
         shift_place="block",
         layout="torch",
         input_shape=FRAME,
         **kwargs,
     )
-
-
-def randomize(model, seed=0):
-    """Non-trivial BN statistics and affine terms, SE biases and classifier."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            channels = layer.moving_mean.shape[0]
-            layer.set_weights(
-                [
-                    rng.uniform(0.5, 1.5, channels),
-                    rng.normal(0.0, 0.2, channels),
-                    rng.normal(0.0, 0.2, channels),
-                    rng.uniform(0.5, 2.0, channels),
-                ]
-            )
-        elif layer.name == "fc_cls" or "_se_" in layer.name:
-            layer.set_weights([rng.normal(0.0, 0.3, w.shape) for w in layer.get_weights()])
-    return model
 
 
 def logits(model, clips):
@@ -115,12 +99,35 @@ def test_s0_four_branch_blocks_fold_too(clips):
     assert relative_difference(logits(train, clips), logits(deploy, clips)) <= PARITY
 
 
+@pytest.mark.parametrize("variant", ["s4", "s0"])
+def test_fold_is_exact_on_input_dependent_features(variant):
+    """float64, BN statistics measured on the data: per-frame logits equal to ~1e-12.
+
+    With `randomize` the logits barely depend on the input; here every
+    feature is O(1) and input-dependent, so a kernel placed or oriented wrongly
+    would show. float64 because such random deep nets amplify float32 rounding
+    about 1000x (a 1e-6 input perturbation moves the logits by ~1e-3).
+    """
+    clips = np.random.default_rng(1).normal(size=(2, 2) + FRAME)
+    with float64():
+        train = calibrate(mobileone(variant, num_segments=2), clips)
+        deploy = reparameterize(train)
+        frame_logits = [
+            keras.ops.convert_to_numpy(keras.Model(model.input, model.get_layer("fc_cls").output)(clips, training=False))
+            for model in (train, deploy)
+        ]
+    train_logits, deploy_logits = frame_logits
+    assert train_logits.dtype == np.float64
+    assert relative_difference(train_logits[0], train_logits[2]) > 0.01  # same frame index, other clip
+    assert relative_difference(train_logits, deploy_logits) <= 1e-9
+
+
 def test_bn_statistics_matter_so_parity_is_not_vacuous(s4_pair, clips):
     train, deploy = s4_pair
     changed = mobileone("s4")
     changed.set_weights(train.get_weights())
-    moving_mean = changed.get_layer("stage2_block3_dw_identity_bn").moving_mean
-    moving_mean.assign(keras.ops.convert_to_numpy(moving_mean) + 1.0)
+    moving_mean = changed.get_layer("stage4_block0_pw_branch0_bn").moving_mean
+    moving_mean.assign(keras.ops.convert_to_numpy(moving_mean) - 1.0)
     assert relative_difference(logits(changed, clips), logits(deploy, clips)) > 100 * PARITY
 
 
@@ -197,3 +204,21 @@ def test_cli_refuses_bad_files(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="MobileOne"):
         run_script(source, tmp_path / "out.keras", monkeypatch=monkeypatch)
     assert not (tmp_path / "out.keras").exists()
+
+
+def test_unidirectional_deploy_model_streams_frame_by_frame(clips):
+    """train -> reparameterize -> per-frame online model: same logits as the clip model."""
+    from tsm_keras.export import build_online
+
+    train = randomize(mobileone("s1", direction="unidirectional", backbone_options={"shift_segments": SEGMENTS}))
+    deploy = reparameterize(train)
+    online = build_online(deploy)
+    assert len(online.state_names) == 42
+    states, frame_logits = online.init_states(), []
+    for index in range(SEGMENTS):
+        outputs = online({"image": clips[:1, index], **states})
+        outputs = {name: keras.ops.convert_to_numpy(value) for name, value in outputs.items()}
+        frame_logits.append(outputs.pop("logits"))
+        states = outputs
+    streamed = np.mean(frame_logits, axis=0)
+    assert relative_difference(logits(train, clips[:1]), streamed) <= PARITY

@@ -36,6 +36,7 @@ Backbone options (`build_tsm(..., backbone_options={...})`):
   head has 16), so its shifts treat each 16-frame clip as two clips of 8
   frames: no information crosses frames 7 -> 8. `shift_segments=8` with
   `num_segments=16` reproduces that network exactly (for its checkpoint).
+  Per-frame (online) contexts ignore it: a stream has no clip boundaries.
 
 Layer names (mmpretrain module path on the right; MMAction2 TSM checkpoints
 prefix it with `backbone.` and put `.net` after the block path, because
@@ -277,7 +278,9 @@ def mobileone_features(
     layout = get_layout(layout, keras_bn_epsilon=1e-5, keras_conv_bias=False)
     settings = block_settings(variant)
     clip_segments = context.num_segments
-    if shift_segments is not None:
+    # A per-frame context (one segment, e.g. the online one) has no clip
+    # boundaries to reproduce: the option only concerns clips.
+    if shift_segments is not None and clip_segments > 1:
         shift_segments = int(shift_segments)
         if shift_segments < 1 or clip_segments % shift_segments:
             raise ValueError(
