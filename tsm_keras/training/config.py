@@ -27,6 +27,7 @@ SCHEDULE_POLICIES = ("multistep", "cosine")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 TEST_AVERAGES = ("prob", "logit")
 SPLITS = ("train", "val", "test")
+VAL_PROTOCOLS = ("center", "test")
 SHIFT_PLACES = ("blockres", "block")
 DIRECTIONS = ("bidirectional", "unidirectional")
 NON_LOCAL_MODES = ("dot_product", "gaussian", "embedded_gaussian")
@@ -382,6 +383,9 @@ class TestConfig(_Section):
             MMAction2) or logits (`"logit"`, mit-han-lab).
         split: split evaluated at the end of training and by `train/test.py`.
         val_split: split evaluated during training (`train.val_interval`).
+        val_protocol: views of the validation during training: `"center"`
+            (1 clip x 1 center crop, MMAction2's val pipeline) or `"test"`
+            (the full test views).
         views_per_batch: test views run through the network at once.
     """
 
@@ -390,12 +394,14 @@ class TestConfig(_Section):
     average: str = "prob"
     split: str = "test"
     val_split: str = "val"
+    val_protocol: str = "center"
     views_per_batch: int = 16
 
     def validate(self, check):
         check.choice("average", self.average, TEST_AVERAGES)
         check.choice("split", self.split, SPLITS)
         check.choice("val_split", self.val_split, SPLITS)
+        check.choice("val_protocol", self.val_protocol, VAL_PROTOCOLS)
         check.int_("views_per_batch", self.views_per_batch, minimum=1)
 
 
@@ -481,6 +487,12 @@ class Config:
         values = {name: getattr(self, name).to_dict() for name in _SECTIONS}
         values["data"] = self.data.to_dict()
         return {name: values[name] for name in ["model", "data", *list(_SECTIONS)[1:]]}
+
+    def validation_data(self):
+        """The data config of the validation during training (`test.val_protocol`)."""
+        if self.test.val_protocol == "test":
+            return self.data
+        return self.data.replace(test_crop="center", test_crop_size=None, twice_sample=False, dense_test_clips=1)
 
     def to_yaml(self):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)

@@ -212,7 +212,7 @@ class Trainer:
         self.lr = config.optimizer.lr
         if auto_scale_lr:
             self.lr *= self.global_batch / config.train.base_batch_size
-        self._eval_model = None
+        self._eval_models = {}
 
     # ----------------------------------------------------------------- setup
     def _build(self):
@@ -394,23 +394,26 @@ class Trainer:
         saved = {key: value for key, value in state.items() if key != "variables"}
         self.checkpoints.save(state["global_step"], saved)
 
-    def _evaluation_model(self):
-        """A one-device twin of the model at the test view size, with current weights."""
-        if self._eval_model is None:
-            self._eval_model = build_model(self.config, input_size=self.config.data.view_crop_size)
-        self._eval_model.set_weights(self.model.get_weights())
-        return self._eval_model
+    def _evaluation_model(self, view_size):
+        """A one-device twin of the model for `view_size` frames, with current weights."""
+        if view_size not in self._eval_models:
+            self._eval_models[view_size] = build_model(self.config, input_size=view_size)
+        model = self._eval_models[view_size]
+        model.set_weights(self.model.get_weights())
+        return model
 
     def _validate(self, state, epoch):
         """Validation on the chief; tracks and saves the best weights."""
         if not self.is_chief:
             return {}
         config = self.config
+        data = config.validation_data()
+        model = self._evaluation_model(data.view_crop_size)
         result = evaluation.evaluate(
-            self._evaluation_model(),
-            build_test_dataset(config.data, config.test.val_split),
+            model,
+            build_test_dataset(data, config.test.val_split),
             average=config.test.average,
-            videos_per_batch=max(1, config.test.views_per_batch // config.data.num_test_views),
+            videos_per_batch=max(1, config.test.views_per_batch // data.num_test_views),
         )
         metrics = result.metrics()
         self._log(f"  {config.test.val_split}: top1 {metrics['top1']:.4f}  top5 {metrics['top5']:.4f}  "
@@ -418,7 +421,7 @@ class Trainer:
         if config.checkpoint.save_best and (state["best_top1"] is None or metrics["top1"] > state["best_top1"]):
             state["best_top1"], state["best_epoch"] = metrics["top1"], epoch + 1
             path = os.path.join(self.work_dir, BEST_WEIGHTS)
-            _save_weights_atomic(self._eval_model, path)
+            _save_weights_atomic(model, path)
             _write_text(os.path.join(self.work_dir, BEST_INFO),
                         json.dumps({"epoch": epoch + 1, "global_step": state["global_step"],
                                     f"{config.test.val_split}_top1": metrics["top1"]}, indent=1))
@@ -446,7 +449,8 @@ class Trainer:
             from tsm_keras.training.testing import run_test
 
             result.test_metrics = run_test(
-                self.config, self._evaluation_model(), os.path.join(self.work_dir, TEST_DIR),
+                self.config, self._evaluation_model(self.config.data.view_crop_size),
+                os.path.join(self.work_dir, TEST_DIR),
                 verbose=self.verbose,
             )
         self._log(f"Work dir: {self.work_dir}")
