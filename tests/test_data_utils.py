@@ -8,21 +8,25 @@ import os
 import numpy as np
 
 LEVEL_BASE = 8
-LEVEL_STEP = 5
+
+
+def _level_step(num_frames):
+    step = 232 // max(num_frames - 1, 1)
+    if step < 3:
+        raise ValueError("too many frames to number by gray level")
+    return min(step, 12)
 
 
 def numbered_frames(num_frames, height=32, width=48):
-    """uint8 frames `(N, H, W, 3)`; frame i is flat gray `8 + 5 i` (survives lossy codecs)."""
-    levels = LEVEL_BASE + LEVEL_STEP * np.arange(num_frames)
-    if levels[-1] > 250:
-        raise ValueError("too many frames to number by gray level")
+    """uint8 frames `(N, H, W, 3)`; frame i is flat gray `8 + step i` (survives lossy codecs)."""
+    levels = LEVEL_BASE + _level_step(num_frames) * np.arange(num_frames)
     return np.broadcast_to(levels[:, None, None, None], (num_frames, height, width, 3)).astype(np.uint8).copy()
 
 
-def frame_numbers(frames):
-    """Inverse of `numbered_frames` for decoded (possibly lossy) frames."""
+def frame_numbers(frames, num_frames):
+    """Inverse of `numbered_frames(num_frames)` for decoded (possibly lossy) frames."""
     means = np.asarray(frames, np.float64).reshape(len(frames), -1).mean(axis=1)
-    return np.round((means - LEVEL_BASE) / LEVEL_STEP).astype(int)
+    return np.round((means - LEVEL_BASE) / _level_step(num_frames)).astype(int)
 
 
 def encode_video(path, frames, codec="libx264", fps=10, gop_size=None, options=None):
@@ -39,6 +43,8 @@ def encode_video(path, frames, codec="libx264", fps=10, gop_size=None, options=N
             stream.codec_context.gop_size = gop_size
         if codec == "libx264":
             stream.options = {"crf": "10", "preset": "veryfast"}
+        else:
+            stream.bit_rate = 4_000_000
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
                 container.mux(packet)

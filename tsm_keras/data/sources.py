@@ -89,11 +89,15 @@ class VideoReader:
             except av.FFmpegError as error:
                 truncated = _short(error)
             self.height, self.width = stream.codec_context.height, stream.codec_context.width
+            declared = stream.frames
         finally:
             container.close()
         if not pts:
             raise DataError(self.path, "no_frames", truncated or "no video packets")
-        self.truncated = truncated
+        if truncated is None and declared and len(pts) < declared:
+            truncated = f"{len(pts)} of the {declared} frames the container declares are present"
+        if truncated is not None:
+            raise DataError(self.path, "truncated", truncated)
         if any(value is None for value in pts):
             # No timestamps to seek by: count packets, decode sequentially.
             self.pts = None
@@ -102,7 +106,7 @@ class VideoReader:
             order = np.argsort(pts, kind="stable")
             self.pts = [pts[i] for i in order]
             rank = {value: position for position, value in enumerate(self.pts)}
-            self.key_indices = sorted(rank[pts[i]] for i in range(len(pts)) if keys[i])
+            self.key_indices = sorted(rank[pts[i]] for i in range(len(pts)) if keys[i]) or [0]
             self._rank = rank
         self.num_frames = len(pts)
 
@@ -133,8 +137,7 @@ class VideoReader:
             raise DataError(self.path, "no_frames", f"none of {self.num_frames} indexed frames decoded")
         missing = [i for i in wanted if i not in decoded]
         if missing:
-            reason = self.truncated or f"{len(decoded)} decodable frames, frame {missing[0]} missing"
-            raise DataError(self.path, "truncated", reason)
+            raise DataError(self.path, "truncated", f"frame {missing[0]} of {self.num_frames} does not decode")
         return np.stack([decoded[int(i)] for i in indices])
 
     def _decode(self, container, stream, wanted, decoded, height, width):
@@ -172,7 +175,9 @@ class VideoReader:
 def _to_rgb(frame, height, width):
     if frame.height == height and frame.width == width:
         return frame.to_ndarray(format="rgb24")
-    return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+    # Scale in the decoder's pixel format, then convert: swscale's one-step
+    # scale+convert path shifts flat colours by 1-2 levels.
+    return frame.reformat(width=width, height=height, interpolation="BILINEAR").to_ndarray(format="rgb24")
 
 
 def _short(error):

@@ -214,7 +214,11 @@ def _parallelism(config):
 
 
 def train_items(config, seed, num_shards, shard_index, epochs, report):
-    """Streamed training items: shuffled files, interleaved, shuffle buffer."""
+    """Streamed training items: shuffled files, interleaved, shuffle buffer.
+
+    Every epoch reads each example once (shuffled within the buffer);
+    infinite when `epochs` is None.
+    """
     directory = config.train_list
     files, shard_records, total = _worker_files(directory, num_shards, shard_index)
     count = num_examples(directory, num_shards, shard_index)
@@ -222,12 +226,14 @@ def train_items(config, seed, num_shards, shard_index, epochs, report):
         raise ValueError(f"data.train_list: {directory} has no examples for shard {shard_index}/{num_shards}")
     parallel = _parallelism(config)
     paths = tf.data.Dataset.from_tensor_slices([path for path, _ in files])
-    paths = paths.shuffle(len(files), seed=seed % 2**31, reshuffle_each_iteration=True).repeat(epochs)
+    paths = paths.shuffle(len(files), seed=seed % 2**31, reshuffle_each_iteration=True)
     records = paths.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 4), block_length=1,
                                num_parallel_calls=parallel, deterministic=True)
     if shard_records:
         records = records.shard(num_shards, shard_index)
+    # Shuffle inside each epoch, then repeat: epochs never mix.
     records = records.shuffle(config.shuffle_buffer, seed=seed % 2**31 + 1, reshuffle_each_iteration=True)
+    records = records.repeat(epochs)
     items = _sampled_items(records.map(_parse, num_parallel_calls=parallel, deterministic=True), config, False,
                            seed, count, report, parallel)
     return items.map(lambda frames, label, ok, step, pass_index, last, index:
