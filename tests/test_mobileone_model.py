@@ -1,6 +1,7 @@
 """MobileOne TSM: block structure per variant, shift placement, the 8-in-16 quirk, complexity."""
 
 import contextlib
+import functools
 
 import keras
 import numpy as np
@@ -24,6 +25,12 @@ def mobileone(variant="s4", num_classes=5, num_segments=4, input_shape=SMALL, **
         input_shape=input_shape,
         **kwargs,
     )
+
+
+@functools.lru_cache(maxsize=None)
+def structure(variant):
+    """A train-time model for read-only structure checks (built once per variant)."""
+    return mobileone(variant)
 
 
 def count(model, layer_type):
@@ -72,10 +79,14 @@ def calibrate(model, clips, seed=0):
     stay O(1) at every depth and the logits depend strongly on the input.
     """
     rng = np.random.default_rng(seed)
-    batch_norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    batch_norms = [
+        layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)
+    ]
     for layer in batch_norms:
         gamma, beta, mean, variance = layer.get_weights()
-        layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0.0, 0.2, beta.shape), mean, variance])
+        layer.set_weights(
+            [rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0.0, 0.2, beta.shape), mean, variance]
+        )
     for layer in model.layers:
         if layer.weights and (layer.name == "fc_cls" or "_se_" in layer.name):
             kernel, bias = layer.get_weights()
@@ -119,12 +130,18 @@ STAGE_CHANNELS = {
     "s3": (64, 128, 320, 768, 2048),
     "s4": (64, 192, 448, 896, 2048),
 }
-LAST_BLOCK = ("stage0", "stage1_block1_pw", "stage2_block7_pw", "stage3_block9_pw", "stage4_block0_pw")
+LAST_BLOCK = (
+    "stage0",
+    "stage1_block1_pw",
+    "stage2_block7_pw",
+    "stage3_block9_pw",
+    "stage4_block0_pw",
+)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_stage_widths(variant):
-    model = mobileone(variant)
+    model = structure(variant)
     widths = tuple(model.get_layer(f"{name}_relu").output.shape[-1] for name in LAST_BLOCK)
     assert widths == STAGE_CHANNELS[variant]
     assert model.get_layer("avg_pool").input.shape[1:] == (1, 1, STAGE_CHANNELS[variant][-1])
@@ -144,7 +161,7 @@ def test_stage_widths(variant):
     ],
 )
 def test_train_time_branch_counts(variant, conv2d, depthwise, batch_norm, add):
-    model = mobileone(variant)
+    model = structure(variant)
     assert count(model, keras.layers.DepthwiseConv2D) == depthwise
     full = [layer for layer in model.layers if type(layer) is keras.layers.Conv2D]
     assert len(full) == conv2d
@@ -153,7 +170,7 @@ def test_train_time_branch_counts(variant, conv2d, depthwise, batch_norm, add):
 
 
 def test_block_branches_follow_mobileone_rules():
-    model = mobileone("s0")
+    model = structure("s0")
     names = {layer.name for layer in model.layers}
     # Stem: 3 -> 48, stride 2: one conv branch and the 1x1 scale branch, no identity.
     assert {"stage0_branch0_conv", "stage0_scale_conv"} <= names
@@ -179,8 +196,12 @@ def test_block_branches_follow_mobileone_rules():
 
 
 def test_s4_squeeze_excitation_sits_on_the_last_blocks():
-    model = mobileone("s4")
-    se_blocks = {layer.name[: -len("_se_reduce")] for layer in model.layers if layer.name.endswith("_se_reduce")}
+    model = structure("s4")
+    se_blocks = {
+        layer.name[: -len("_se_reduce")]
+        for layer in model.layers
+        if layer.name.endswith("_se_reduce")
+    }
     expected = {f"stage3_block{j}_{kind}" for j in range(5, 10) for kind in ("dw", "pw")}
     expected |= {"stage4_block0_dw", "stage4_block0_pw"}
     assert se_blocks == expected
@@ -196,16 +217,20 @@ def test_s4_squeeze_excitation_sits_on_the_last_blocks():
         "stage3_block5_dw_se_pool",
         "stage3_block5_dw_se_scale",
     }
-    assert model.get_layer("stage3_block5_dw_relu").input is model.get_layer("stage3_block5_dw_se_scale").output
+    assert (
+        model.get_layer("stage3_block5_dw_relu").input
+        is model.get_layer("stage3_block5_dw_se_scale").output
+    )
 
 
 # ------------------------------------------------------------------ shifts
 
 
 def test_every_block_but_the_stem_is_shifted_in_front_of_the_block():
-    model = mobileone("s4", num_segments=4)
+    model = structure("s4")  # 4 segments
     shifts = [layer for layer in model.layers if isinstance(layer, TemporalShift)]
-    # 42 blocks after the stem; the stem's 3 channels give fold 0 (MMAction2's stem shift is a no-op).
+    # 42 blocks after the stem; the stem's 3 channels give fold 0
+    # (MMAction2 wraps the stem too, a no-op).
     assert len(shifts) == 42
     for shift in shifts:
         block = shift.name[: -len("_shift")]
@@ -216,11 +241,19 @@ def test_every_block_but_the_stem_is_shifted_in_front_of_the_block():
         assert all(name.startswith(block + "_") for name in fed), fed
         assert shift.input is model.get_layer(_previous_relu(model, block)).output
     fed = consumers(model, model.get_layer("stage2_block1_dw_shift").output)
-    assert fed == {"stage2_block1_dw_branch0_conv", "stage2_block1_dw_scale_conv", "stage2_block1_dw_identity_bn"}
+    assert fed == {
+        "stage2_block1_dw_branch0_conv",
+        "stage2_block1_dw_scale_conv",
+        "stage2_block1_dw_identity_bn",
+    }
 
 
 def _previous_relu(model, block):
-    names = [layer.name for layer in model.layers if layer.name.endswith("_relu") and "_se_" not in layer.name]
+    names = [
+        layer.name
+        for layer in model.layers
+        if layer.name.endswith("_relu") and "_se_" not in layer.name
+    ]
     index = names.index(f"{block}_relu")
     return names[index - 1]
 
@@ -273,7 +306,11 @@ def test_complexity_reproduces_the_table_row_with_the_train_time_model():
     assert figures["flops"] == pytest.approx(48.65e9, rel=0.01)
     assert figures["params"] == pytest.approx(13.72e6, rel=0.01)
     deploy = mobileone(
-        "s4", num_classes=400, num_segments=16, input_shape=(224, 224, 3), backbone_options={"deploy": True}
+        "s4",
+        num_classes=400,
+        num_segments=16,
+        input_shape=(224, 224, 3),
+        backbone_options={"deploy": True},
     )
     # The deploy model is not what the table measured: 2 % fewer FLOPs.
     assert model_complexity(deploy)["flops"] < 0.98 * 48.65e9
@@ -281,13 +318,23 @@ def test_complexity_reproduces_the_table_row_with_the_train_time_model():
 
 # MobileOne paper, Table 8 (deploy models, ImageNet, 224x224, 1000 classes):
 # params (M, rounded to 0.1) and MACs (M).
-PAPER = {"s0": (2.1, 275), "s1": (4.8, 825), "s2": (7.8, 1299), "s3": (10.1, 1896), "s4": (14.8, 2978)}
+PAPER = {
+    "s0": (2.1, 275),
+    "s1": (4.8, 825),
+    "s2": (7.8, 1299),
+    "s3": (10.1, 1896),
+    "s4": (14.8, 2978),
+}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_deploy_complexity_matches_the_mobileone_paper(variant):
     deploy = mobileone(
-        variant, num_classes=1000, num_segments=1, input_shape=(224, 224, 3), backbone_options={"deploy": True}
+        variant,
+        num_classes=1000,
+        num_segments=1,
+        input_shape=(224, 224, 3),
+        backbone_options={"deploy": True},
     )
     figures = model_complexity(deploy)
     params, macs = PAPER[variant]

@@ -1,4 +1,4 @@
-"""MobileOne reparameterization: train vs deploy parity, single-conv blocks, .keras round trip, CLI."""
+"""MobileOne reparameterization: train vs deploy parity, single-conv blocks, round trip, CLI."""
 
 import pathlib
 import runpy
@@ -59,7 +59,9 @@ def s4_pair():
 def test_fold_batch_norm_by_hand():
     batch_norm = keras.layers.BatchNormalization(epsilon=1e-5)
     batch_norm.build((None, 1, 1, 2))
-    batch_norm.set_weights([np.array([2.0, 0.5]), np.array([1.0, -1.0]), np.array([3.0, 0.0]), np.array([4.0, 1.0])])
+    batch_norm.set_weights(
+        [np.array([2.0, 0.5]), np.array([1.0, -1.0]), np.array([3.0, 0.0]), np.array([4.0, 1.0])]
+    )
     kernel = np.ones((1, 1, 3, 2))
     folded, bias = fold_batch_norm(kernel, batch_norm, depthwise=False)
     scale = np.array([2.0 / np.sqrt(4.0 + 1e-5), 0.5 / np.sqrt(1.0 + 1e-5)])
@@ -113,12 +115,16 @@ def test_fold_is_exact_on_input_dependent_features(variant):
         train = calibrate(mobileone(variant, num_segments=2), clips)
         deploy = reparameterize(train)
         frame_logits = [
-            keras.ops.convert_to_numpy(keras.Model(model.input, model.get_layer("fc_cls").output)(clips, training=False))
+            keras.ops.convert_to_numpy(
+                keras.Model(model.input, model.get_layer("fc_cls").output)(clips, training=False)
+            )
             for model in (train, deploy)
         ]
     train_logits, deploy_logits = frame_logits
     assert train_logits.dtype == np.float64
-    assert relative_difference(train_logits[0], train_logits[2]) > 0.01  # same frame index, other clip
+    assert (
+        relative_difference(train_logits[0], train_logits[2]) > 0.01
+    )  # same frame index, other clip
     assert relative_difference(train_logits, deploy_logits) <= 1e-9
 
 
@@ -139,12 +145,17 @@ def test_deploy_has_one_conv_per_block_and_no_branches(s4_pair):
     convs = [
         layer
         for layer in deploy.layers
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)) and "_se_" not in layer.name
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+        and "_se_" not in layer.name
     ]
-    assert sorted(layer.name for layer in convs) == sorted(f"{s.name}_reparam_conv" for s in settings)
+    assert sorted(layer.name for layer in convs) == sorted(
+        f"{s.name}_reparam_conv" for s in settings
+    )
     for layer in convs:
         assert layer.use_bias
-    assert isinstance(deploy.get_layer("stage1_block1_dw_reparam_conv"), keras.layers.DepthwiseConv2D)
+    assert isinstance(
+        deploy.get_layer("stage1_block1_dw_reparam_conv"), keras.layers.DepthwiseConv2D
+    )
     assert deploy.get_layer("stage1_block1_pw_reparam_conv").kernel_size == (1, 1)
     assert deploy.get_layer("stage0_reparam_conv").kernel_size == (3, 3)
     # The shifts and SE layers survive unchanged; the config says deploy.
@@ -155,7 +166,9 @@ def test_deploy_has_one_conv_per_block_and_no_branches(s4_pair):
     )
     assert deploy.tsm_config() == {**train.tsm_config(), "backbone_options": {"deploy": True}}
     assert len(deploy.layers) < len(train.layers)
-    assert tsm_keras.model_complexity(deploy)["params"] < tsm_keras.model_complexity(train)["params"]
+    assert (
+        tsm_keras.model_complexity(deploy)["params"] < tsm_keras.model_complexity(train)["params"]
+    )
 
 
 def test_reparameterize_refuses_other_models(s4_pair):
@@ -189,8 +202,12 @@ def test_keras_round_trip_and_cli(s4_pair, clips, tmp_path, monkeypatch, capsys)
     loaded_deploy = keras.saving.load_model(target, compile=False)
     assert isinstance(loaded_deploy, tsm_keras.TSM)
     assert loaded_deploy.backbone_options == {"deploy": True}
-    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in loaded_deploy.layers)
-    np.testing.assert_allclose(logits(loaded_deploy, clips), logits(deploy, clips), rtol=1e-6, atol=1e-6)
+    assert not any(
+        isinstance(layer, keras.layers.BatchNormalization) for layer in loaded_deploy.layers
+    )
+    np.testing.assert_allclose(
+        logits(loaded_deploy, clips), logits(deploy, clips), rtol=1e-6, atol=1e-6
+    )
     assert relative_difference(logits(train, clips), logits(loaded_deploy, clips)) <= PARITY
 
 
@@ -210,7 +227,9 @@ def test_unidirectional_deploy_model_streams_frame_by_frame(clips):
     """train -> reparameterize -> per-frame online model: same logits as the clip model."""
     from tsm_keras.export import build_online
 
-    train = randomize(mobileone("s1", direction="unidirectional", backbone_options={"shift_segments": SEGMENTS}))
+    train = randomize(
+        mobileone("s1", direction="unidirectional", backbone_options={"shift_segments": SEGMENTS})
+    )
     deploy = reparameterize(train)
     online = build_online(deploy)
     assert len(online.state_names) == 42

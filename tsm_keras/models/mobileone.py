@@ -25,7 +25,7 @@ TSM (MMAction2 `MobileOneTSM`): the temporal shift wraps every MobileOneBlock
 reparameterization still folds each block into one conv. Placement
 `"blockres"` has no meaning here and is refused. MMAction2 also wraps the stem
 block, whose 3 input channels give `fold = 3 // shift_div = 0` (no channel
-moves) for any `shift_div > 1`; the stem gets a shift layer only when its fold
+moves) for `shift_div > 3` (the default is 8); the stem gets a shift layer only when its fold
 is non-zero.
 
 Backbone options (`build_tsm(..., backbone_options={...})`):
@@ -40,7 +40,9 @@ Backbone options (`build_tsm(..., backbone_options={...})`):
 
 Layer names (mmpretrain module path on the right; MMAction2 TSM checkpoints
 prefix it with `backbone.` and put `.net` after the block path, because
-`TemporalShift` wraps the block: `backbone.stage1.0.net.branch_scale.conv.weight`):
+`TemporalShift` wraps the block: `backbone.stage1.0.net.branch_scale.conv.weight`,
+`backbone.stage0.net...` for the stem too; mmpretrain ImageNet checkpoints have
+no `.net`):
 
 | block                     | module path         |
 |---------------------------|---------------------|
@@ -48,17 +50,19 @@ prefix it with `backbone.` and put `.net` after the block path, because
 | `stage{i}_block{j}_dw`    | `stage{i}.{2j}`     |
 | `stage{i}_block{j}_pw`    | `stage{i}.{2j+1}`   |
 
-and, for a block named `B` with module path `P`:
+and, for a block named `B` with module path `P` (BN weights are gamma, beta,
+moving mean, moving variance <- `weight, bias, running_mean, running_var`):
 
-| Keras layer (weights)                              | PyTorch keys                                 |
-|----------------------------------------------------|----------------------------------------------|
-| `B_branch{k}_conv` (kernel)                        | `P.branch_conv_list.{k}.conv.weight`         |
-| `B_branch{k}_bn` (gamma, beta, mean, var)          | `P.branch_conv_list.{k}.norm.{weight,bias,running_mean,running_var}` |
-| `B_scale_conv`, `B_scale_bn`                       | `P.branch_scale.conv.weight`, `P.branch_scale.norm.*` |
-| `B_identity_bn`                                    | `P.branch_norm.*`                            |
-| `B_se_reduce` (kernel, bias)                       | `P.se.conv1.conv.{weight,bias}`              |
-| `B_se_expand` (kernel, bias)                       | `P.se.conv2.conv.{weight,bias}`              |
-| `B_reparam_conv` (kernel, bias; deploy only)       | `P.branch_reparam.{weight,bias}`             |
+| Keras layer                  | PyTorch keys                                   |
+|------------------------------|------------------------------------------------|
+| `B_branch{k}_conv` (kernel)  | `P.branch_conv_list.{k}.conv.weight`           |
+| `B_branch{k}_bn`             | `P.branch_conv_list.{k}.norm.*`                |
+| `B_scale_conv` (kernel)      | `P.branch_scale.conv.weight`                   |
+| `B_scale_bn`                 | `P.branch_scale.norm.*`                        |
+| `B_identity_bn`              | `P.branch_norm.*`                              |
+| `B_se_reduce` (kernel, bias) | `P.se.conv1.conv.{weight,bias}`                |
+| `B_se_expand` (kernel, bias) | `P.se.conv2.conv.{weight,bias}`                |
+| `B_reparam_conv` (deploy)    | `P.branch_reparam.{weight,bias}`               |
 
 Other layers: `B_shift` (TemporalShift), `B_pad` (ZeroPadding2D of stride-2
 blocks, shared by all kxk branches), `B_add`, `B_se_pool`, `B_se_relu`,
@@ -78,11 +82,31 @@ from tsm_keras.models.layout import get_layout
 
 # mmpretrain `MobileOne.arch_zoo`.
 ARCHITECTURES = {
-    "s0": dict(width_factor=(0.75, 1.0, 1.0, 2.0), num_conv_branches=(4, 4, 4, 4), num_se_blocks=(0, 0, 0, 0)),
-    "s1": dict(width_factor=(1.5, 1.5, 2.0, 2.5), num_conv_branches=(1, 1, 1, 1), num_se_blocks=(0, 0, 0, 0)),
-    "s2": dict(width_factor=(1.5, 2.0, 2.5, 4.0), num_conv_branches=(1, 1, 1, 1), num_se_blocks=(0, 0, 0, 0)),
-    "s3": dict(width_factor=(2.0, 2.5, 3.0, 4.0), num_conv_branches=(1, 1, 1, 1), num_se_blocks=(0, 0, 0, 0)),
-    "s4": dict(width_factor=(3.0, 3.5, 3.5, 4.0), num_conv_branches=(1, 1, 1, 1), num_se_blocks=(0, 0, 5, 1)),
+    "s0": dict(
+        width_factor=(0.75, 1.0, 1.0, 2.0),
+        num_conv_branches=(4, 4, 4, 4),
+        num_se_blocks=(0, 0, 0, 0),
+    ),
+    "s1": dict(
+        width_factor=(1.5, 1.5, 2.0, 2.5),
+        num_conv_branches=(1, 1, 1, 1),
+        num_se_blocks=(0, 0, 0, 0),
+    ),
+    "s2": dict(
+        width_factor=(1.5, 2.0, 2.5, 4.0),
+        num_conv_branches=(1, 1, 1, 1),
+        num_se_blocks=(0, 0, 0, 0),
+    ),
+    "s3": dict(
+        width_factor=(2.0, 2.5, 3.0, 4.0),
+        num_conv_branches=(1, 1, 1, 1),
+        num_se_blocks=(0, 0, 0, 0),
+    ),
+    "s4": dict(
+        width_factor=(3.0, 3.5, 3.5, 4.0),
+        num_conv_branches=(1, 1, 1, 1),
+        num_se_blocks=(0, 0, 5, 1),
+    ),
 }
 NUM_BLOCKS = (2, 8, 10, 1)
 BASE_CHANNELS = (64, 128, 256, 512)
@@ -139,7 +163,9 @@ class BlockSetting:
 def block_settings(variant):
     """The `BlockSetting`s of MobileOne `variant` ("s0".."s4"), stem first."""
     if variant not in ARCHITECTURES:
-        raise ValueError(f"MobileOne variant must be one of {sorted(ARCHITECTURES)}, got {variant!r}")
+        raise ValueError(
+            f"MobileOne variant must be one of {sorted(ARCHITECTURES)}, got {variant!r}"
+        )
     arch = ARCHITECTURES[variant]
     channels = min(64, int(BASE_CHANNELS[0] * arch["width_factor"][0]))
     settings = [BlockSetting("stage0", "stage0", 3, channels, 3, 2, False, 1)]
