@@ -1,0 +1,368 @@
+"""Collects the benchmark JSON files of `bench/results/` into `docs/benchmarks.md`.
+
+Each `bench/*.py` script writes `bench/results/<benchmark>.json` with at least
+`benchmark`, `machine` (`bench.common.machine_facts`), `args`, `columns` and
+`rows` (the table it printed), and usually `command`. This script renders one
+section per JSON file -- the table, the machine, the command that produced
+it and the load average of the machine around the run (when
+`bench/run_all.sh` recorded it) -- plus the host records of
+`android_bench/run.py --host` found in `bench/results/android_bench_host/`,
+and opens with the project's performance goals, met or not:
+
+- temporal shift overhead <= 3% (TSM vs its TSN twin), every model and engine;
+- online int8 TSM-MobileNetV2 per-frame latency <= 1.10x plain MobileNetV2;
+- input pipeline >= 2x the baseline pipeline's clips/s.
+
+    python bench/report.py [--results-dir bench/results] [--out docs/benchmarks.md]
+    python bench/report.py --record-load NAME start|end   # used by bench/run_all.sh
+"""
+
+import argparse
+import ast
+import dataclasses
+import json
+import os
+import shlex
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+from bench.common import RESULTS_DIR, markdown_table  # noqa: E402
+
+DEFAULT_OUT = os.path.join(REPO_ROOT, "docs", "benchmarks.md")
+ANDROID_HOST_DIR = "android_bench_host"
+ANDROID_COMMAND_FILE = "command.txt"
+LOAD_FILE = "load_averages.json"
+BUSY_LOAD = 1.5
+REPRODUCE = "bash bench/run_all.sh"
+
+# Known benchmarks, in the order of the document: (benchmark, title).
+SECTIONS = (
+    ("shift_overhead", "Temporal shift overhead"),
+    ("online_latency", "Online per-frame latency"),
+    ("input_pipeline", "Input pipeline"),
+    ("training_throughput", "Training throughput and peak memory"),
+    ("inference_efficiency", "Offline inference efficiency"),
+)
+SHIFT_OVERHEAD_GOAL = 0.03
+ONLINE_INT8_GOAL = 1.10
+INPUT_PIPELINE_GOAL = 2.0
+
+
+def command_line(argv=None):
+    """The command that ran this script, as typed from the repository root."""
+    argv = list(sys.argv if argv is None else argv)
+    script = os.path.abspath(argv[0])
+    if script.startswith(REPO_ROOT + os.sep):
+        script = os.path.relpath(script, REPO_ROOT)
+    return shlex.join(["python", script, *argv[1:]])
+
+
+def command_from_args(benchmark, args):
+    """A command equivalent to a run, rebuilt from its recorded argparse values.
+
+    Used for JSON files without a `command`: `--key value` for every value,
+    lists spread out, `True` as a bare flag, `False` / None left out.
+    """
+    words = ["python", f"bench/{benchmark}.py"]
+    for key, value in (args or {}).items():
+        flag = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        if isinstance(value, str) and value.startswith(REPO_ROOT + os.sep):
+            value = os.path.relpath(value, REPO_ROOT)
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, (list, tuple)):
+            words += [flag, *map(str, value)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+@dataclasses.dataclass
+class Goal:
+    """One performance goal: what is required, what was measured, whether it holds.
+
+    The verdict is taken on the figure as shown (e.g. +3.0% meets <= 3%), so
+    the table never contradicts itself.
+
+    `met` is None when the benchmark did not measure it (no JSON, or not in it).
+    """
+
+    name: str
+    target: str
+    measured: str
+    met: bool = None
+
+    @property
+    def verdict(self):
+        return {True: "met", False: "**not met**", None: "not measured"}[self.met]
+
+
+def shift_overhead_goals(payload):
+    """One goal per model and engine: `TSM / TSN - 1 <= 3%` of the medians."""
+    goals = []
+    for model, engines in (payload or {}).get("results", {}).items():
+        for engine, result in engines.items():
+            overhead = result["TSM"]["median_ms"] / result["TSN"]["median_ms"] - 1.0
+            goals.append(Goal(f"shift overhead, {model} x{payload['args'].get('num_segments', '?')}, {engine}",
+                              f"<= {SHIFT_OVERHEAD_GOAL:.0%}", f"{overhead:+.1%}", round(overhead, 3) <= SHIFT_OVERHEAD_GOAL))
+    return goals or [Goal("shift overhead", f"<= {SHIFT_OVERHEAD_GOAL:.0%}", "-", None)]
+
+
+def online_latency_goals(payload):
+    """int8 online TSM-MobileNetV2 per frame over plain MobileNetV2 <= 1.10, per thread count.
+
+    Reads `results["int8"]["ratio_threads_<T>"]` (medians, measured interleaved).
+    """
+    name = "online int8 TSM-MobileNetV2 / plain MobileNetV2 per frame"
+    target = f"<= {ONLINE_INT8_GOAL:.2f}x"
+    int8 = ((payload or {}).get("results") or {}).get("int8") or {}
+    ratios = {key[len("ratio_threads_"):]: value for key, value in int8.items() if key.startswith("ratio_threads_")}
+    if not ratios:
+        return [Goal(name, target, "-", None)]
+    return [Goal(f"{name}, {threads} thread{'s' if threads != '1' else ''}", target, f"{ratio:.3f}x",
+                 round(ratio, 3) <= ONLINE_INT8_GOAL)
+            for threads, ratio in sorted(ratios.items(), key=lambda item: int(item[0]))]
+
+
+def input_pipeline_goals(payload):
+    """The project's input pipeline over the sequential baseline (`speedup_vs_baseline`) >= 2x."""
+    name = "input pipeline clips/s over the sequential baseline"
+    target = f">= {INPUT_PIPELINE_GOAL:.0f}x"
+    speedup = (payload or {}).get("speedup_vs_baseline")
+    if not isinstance(speedup, (int, float)):
+        return [Goal(name, target, "-", None)]
+    return [Goal(name, target, f"{speedup:.2f}x", round(speedup, 2) >= INPUT_PIPELINE_GOAL)]
+
+
+GOALS = {
+    "shift_overhead": shift_overhead_goals,
+    "online_latency": online_latency_goals,
+    "input_pipeline": input_pipeline_goals,
+}
+
+
+def load_results(results_dir):
+    """`{benchmark: payload}` of the benchmark JSON files of `results_dir`.
+
+    Raises:
+        ValueError: a JSON file there is unreadable or has no `benchmark`
+            name (names the file).
+    """
+    results = {}
+    if not os.path.isdir(results_dir):
+        return results
+    for name in sorted(os.listdir(results_dir)):
+        path = os.path.join(results_dir, name)
+        if not name.endswith(".json") or name == LOAD_FILE or not os.path.isfile(path):
+            continue
+        try:
+            with open(path, encoding="utf-8") as handle:
+                payload = json.load(handle)
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path}: not a readable JSON file ({error})") from error
+        if not isinstance(payload, dict) or not isinstance(payload.get("benchmark"), str):
+            raise ValueError(f"{path}: not a bench result (no \"benchmark\" name)")
+        results[payload["benchmark"]] = {**payload, "_file": os.path.relpath(path, REPO_ROOT)}
+    return results
+
+
+def load_android_records(results_dir):
+    """Host records of android_bench (and the command that made them), or ([], None)."""
+    directory = os.path.join(results_dir, ANDROID_HOST_DIR)
+    if not os.path.isdir(directory) or not any(name.endswith(".json") for name in os.listdir(directory)):
+        return [], None
+    from android_bench.report import load_records
+
+    command_path = os.path.join(directory, ANDROID_COMMAND_FILE)
+    command = None
+    if os.path.isfile(command_path):
+        with open(command_path, encoding="utf-8") as handle:
+            command = handle.read().strip()
+    return load_records([directory]), command
+
+
+def load_loads(results_dir):
+    path = os.path.join(results_dir, LOAD_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def record_load(results_dir, name, moment):
+    """Stores the 1/5/15-minute load average under `name` / `moment` ("start" or "end")."""
+    loads = load_loads(results_dir)
+    loads.setdefault(name, {})[moment] = [round(value, 2) for value in os.getloadavg()]
+    os.makedirs(results_dir, exist_ok=True)
+    with open(os.path.join(results_dir, LOAD_FILE), "w", encoding="utf-8") as handle:
+        json.dump(loads, handle, indent=2)
+
+
+def payload_table(payload):
+    """The benchmark's own table (`columns` / `rows`), else its recorded figures as name / value rows."""
+    if payload.get("columns") and payload.get("rows") is not None:
+        return markdown_table(payload["columns"], payload["rows"])
+    rows = [[name, value] for name, value in _flatten(payload) if name not in NOT_FIGURES]
+    return markdown_table(["figure", "value"], rows)
+
+
+NOT_FIGURES = {"benchmark", "machine", "command", "args", "notes", "step", "_file"}
+
+
+def _flatten(value, prefix=""):
+    """(dotted name, scalar) pairs of nested dicts; short lists of scalars joined."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not prefix and key in NOT_FIGURES:
+                continue
+            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, (list, tuple)):
+        if all(isinstance(item, (str, int, float, bool)) for item in value):
+            yield prefix, ", ".join(_format(item) for item in value)
+    else:
+        yield prefix, value
+
+
+def _format(value):
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def machine_line(machine):
+    if not machine:
+        return "unknown machine"
+    parts = [f"{machine.get('processor', '?')}, {machine.get('cpu_count', '?')} cores", machine.get("platform", "")]
+    versions = [f"{name} {machine[key]}" for name, key in (("Python", "python"), ("TensorFlow", "tensorflow"),
+                                                             ("Keras", "keras")) if machine.get(key)]
+    return "; ".join(part for part in parts + [", ".join(versions)] if part) + f"; measured {machine.get('date', '?')}"
+
+
+def load_line(load):
+    if not load:
+        return None
+    words = []
+    for moment in ("start", "end"):
+        if moment in load:
+            words.append(f"{' / '.join(f'{value:g}' for value in load[moment])} at the {moment}")
+    busy = max(values[0] for values in load.values()) > BUSY_LOAD
+    note = f" -- above {BUSY_LOAD}: the machine was shared, absolute times are pessimistic" if busy else ""
+    return "Load average (1 / 5 / 15 min): " + ", ".join(words) + note
+
+
+def script_summary(benchmark):
+    """The first paragraph of `bench/<benchmark>.py`'s docstring, if the file exists."""
+    path = os.path.join(REPO_ROOT, "bench", f"{benchmark}.py")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        docstring = ast.get_docstring(ast.parse(handle.read()))
+    return " ".join(docstring.split("\n\n")[0].split()) if docstring else None
+
+
+def collect_goals(results):
+    goals = []
+    for benchmark, goal_function in GOALS.items():
+        goals += goal_function(results.get(benchmark))
+    return goals
+
+
+def render(results, android_records=(), android_command=None, loads=None):
+    """The markdown of `docs/benchmarks.md`."""
+    loads = loads or {}
+    goals = collect_goals(results)
+    lines = [
+        "# Benchmarks",
+        "",
+        "<!-- Generated by `python bench/report.py` from bench/results/*.json: do not edit by hand. -->",
+        "",
+        f"Reproduce every table and this file: `{REPRODUCE}` (`python bench/report.py` alone re-renders it from "
+        "the JSON files). Ratios are "
+        "measured side by side in one process, interleaved, so that a busy machine slows both sides alike; absolute "
+        "times depend on the machine and on its load, given with every table.",
+        "",
+        "## Goals",
+        "",
+        "| goal | target | measured | verdict |",
+        "|---|---|---|---|",
+        *[f"| {goal.name} | {goal.target} | {goal.measured} | {goal.verdict} |" for goal in goals],
+        "",
+    ]
+    busy = [name for name, load in loads.items() if max(values[0] for values in load.values()) > BUSY_LOAD]
+    if busy:
+        lines += [f"Measured while other work shared the CPU (1-minute load average above {BUSY_LOAD} during: "
+                  f"{', '.join(busy)}): ratios stay meaningful, absolute times are pessimistic.", ""]
+    known = [benchmark for benchmark, _ in SECTIONS]
+    titles = dict(SECTIONS)
+    order = known + sorted(name for name in results if name not in known)
+    for benchmark in order:
+        title = titles.get(benchmark, benchmark.replace("_", " ").capitalize())
+        lines += [f"## {title}", ""]
+        payload = results.get(benchmark)
+        if payload is None:
+            lines += [f"No results yet (`bench/results/{benchmark}.json` is missing).", ""]
+            continue
+        summary = script_summary(benchmark)
+        if summary:
+            lines += [summary, ""]
+        command = payload.get("command") or command_from_args(benchmark, payload.get("args"))
+        lines += [payload_table(payload), ""]
+        lines += [f"- Command: `{command}`", f"- Machine: {machine_line(payload.get('machine'))}",
+                  f"- Data: `{payload['_file']}`"]
+        if payload.get("step"):
+            lines.append(f"- Training step: {payload['step']}")
+        load = load_line(loads.get(benchmark))
+        if load:
+            lines.append(f"- {load}")
+        for note in payload.get("notes", []):
+            lines.append(f"- {note}")
+        lines.append("")
+    if android_records:
+        from android_bench.report import markdown_table as android_table
+
+        lines += ["## LiteRT on this machine (android_bench --host)", "",
+                  "The on-device tool's host mode, same protocol and record schema as a phone run.", "",
+                  android_table(android_records).rstrip(), ""]
+        if android_command:
+            lines.append(f"- Command: `{android_command}`")
+        lines.append(f"- Data: `bench/results/{ANDROID_HOST_DIR}/`")
+        load = load_line(loads.get("android_bench_host"))
+        if load:
+            lines.append(f"- {load}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results-dir", default=RESULTS_DIR)
+    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--record-load", nargs=2, metavar=("NAME", "MOMENT"),
+                        help="store the current load average under NAME (MOMENT: start or end) and exit")
+    args = parser.parse_args(argv)
+    if args.record_load:
+        name, moment = args.record_load
+        if moment not in ("start", "end"):
+            parser.error(f"--record-load: MOMENT must be start or end, got {moment!r}")
+        record_load(args.results_dir, name, moment)
+        return 0
+    try:
+        results = load_results(args.results_dir)
+        android_records, android_command = load_android_records(args.results_dir)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    text = render(results, android_records, android_command, load_loads(args.results_dir))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    print(f"wrote {args.out}")
+    for goal in collect_goals(results):
+        print(f"{goal.verdict:>14}: {goal.name} ({goal.target}): {goal.measured}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

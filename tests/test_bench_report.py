@@ -1,0 +1,201 @@
+"""bench/report.py: docs/benchmarks.md from sample benchmark JSON (no timing)."""
+
+import argparse
+import json
+import os
+import pathlib
+
+import pytest
+
+from android_bench import records
+from android_bench.report import write_record
+from bench import report
+from bench.training_throughput import parse_configuration, training_config
+
+MACHINE = {"date": "2026-01-01T00:00:00+00:00", "platform": "Linux-x86_64", "processor": "Test CPU",
+           "cpu_count": 2, "python": "3.11.7", "tensorflow": "2.21.0", "keras": "3.15.0"}
+
+
+def stats(median_ms):
+    return {"median_ms": median_ms, "p90_ms": median_ms, "min_ms": median_ms, "runs": 5}
+
+
+def shift_overhead_payload():
+    # resnet50: 103 / 100 -> +3.0% (met, the goal is inclusive); 104.5 / 100 -> +4.5% (not met).
+    return {
+        "benchmark": "shift_overhead",
+        "machine": MACHINE,
+        "args": {"backbones": ["resnet50"], "num_segments": 8, "runs": 20, "engines": ["tf.function", "litert"],
+                 "out": os.path.join(report.REPO_ROOT, "bench", "results", "shift_overhead.json")},
+        "columns": ["model", "engine", "TSN ms (median)", "TSM ms (median)", "shift overhead", "<= 3%"],
+        "rows": [["resnet50 x8", "tf.function", 100.0, 103.0, "+3.0%", "yes"],
+                 ["resnet50 x8", "litert", 100.0, 104.5, "+4.5%", "no"]],
+        "results": {"resnet50": {
+            "tf.function": {"TSM": stats(103.0), "TSN": stats(100.0), "overhead": 0.03, "goal_met": True},
+            "litert": {"TSM": stats(104.5), "TSN": stats(100.0), "overhead": 0.045, "goal_met": False},
+        }},
+    }
+
+
+def online_latency_payload():
+    return {
+        "benchmark": "online_latency",
+        "machine": MACHINE,
+        "args": {"size": 224, "threads": [1, 2]},
+        "columns": ["model", "quant", "size MB", "1T median ms", "1T p90 ms", "2T median ms", "2T p90 ms"],
+        "rows": [["TSM / MobileNetV2", "int8", 1.0, "1.050x", "", "1.200x", ""]],
+        "results": {"int8": {"ratio_threads_1": 1.05, "ratio_threads_2": 1.2},
+                    "fp32": {"ratio_threads_1": 1.5}},
+    }
+
+
+def input_pipeline_payload():
+    # No columns / rows: the report falls back to the recorded figures.
+    return {
+        "benchmark": "input_pipeline",
+        "machine": MACHINE,
+        "videos": ["bikes.mp4", "bigbuckbunny.mp4"],
+        "clips_per_second": {"pipeline": {"median": 12.5, "rounds": [12.0, 12.5, 13.0]}},
+        "speedup_vs_baseline": 2.5,
+    }
+
+
+def write_results(directory, *payloads):
+    directory.mkdir(parents=True, exist_ok=True)
+    for payload in payloads:
+        (directory / f"{payload['benchmark']}.json").write_text(json.dumps(payload))
+    return directory
+
+
+def render(results_dir, tmp_path):
+    out = tmp_path / "benchmarks.md"
+    assert report.main(["--results-dir", str(results_dir), "--out", str(out)]) == 0
+    return out.read_text()
+
+
+def goal_rows(text):
+    """`{goal name: (measured, verdict)}` of the Goals table."""
+    section = text.split("## Goals", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0] not in ("goal", "---"):
+            rows[cells[0]] = (cells[2], cells[3])
+    return rows
+
+
+def test_goals_are_judged_from_the_recorded_figures(tmp_path):
+    results = write_results(tmp_path / "results", shift_overhead_payload(), online_latency_payload(),
+                            input_pipeline_payload())
+    goals = goal_rows(render(results, tmp_path))
+    assert goals == {
+        "shift overhead, resnet50 x8, tf.function": ("+3.0%", "met"),
+        "shift overhead, resnet50 x8, litert": ("+4.5%", "**not met**"),
+        "online int8 TSM-MobileNetV2 / plain MobileNetV2 per frame, 1 thread": ("1.050x", "met"),
+        "online int8 TSM-MobileNetV2 / plain MobileNetV2 per frame, 2 threads": ("1.200x", "**not met**"),
+        "input pipeline clips/s over the sequential baseline": ("2.50x", "met"),
+    }
+
+
+def test_missing_benchmarks_are_reported_not_measured(tmp_path):
+    text = render(write_results(tmp_path / "results", input_pipeline_payload()), tmp_path)
+    goals = goal_rows(text)
+    assert goals["shift overhead"] == ("-", "not measured")
+    assert goals["online int8 TSM-MobileNetV2 / plain MobileNetV2 per frame"] == ("-", "not measured")
+    assert "No results yet (`bench/results/training_throughput.json` is missing)." in text
+
+
+def test_sections_hold_table_machine_and_command(tmp_path):
+    payload = shift_overhead_payload()
+    text = render(write_results(tmp_path / "results", payload), tmp_path)
+    section = text.split("## Temporal shift overhead", 1)[1].split("\n## ", 1)[0]
+    assert "| model | engine | TSN ms (median) | TSM ms (median) | shift overhead | <= 3% |" in section
+    assert "| resnet50 x8 | litert | 100.0 | 104.5 | +4.5% | no |" in section
+    assert "Test CPU, 2 cores" in section and "TensorFlow 2.21.0" in section
+    # No `command` in the JSON: rebuilt from its args, paths in the repository made relative.
+    assert ("- Command: `python bench/shift_overhead.py --backbones resnet50 --num-segments 8 --runs 20 "
+            "--engines tf.function litert --out bench/results/shift_overhead.json`") in section
+
+
+def test_recorded_command_wins_and_figures_fall_back_to_a_table(tmp_path):
+    payload = {**input_pipeline_payload(), "command": "python bench/input_pipeline.py --videos 4"}
+    section = render(write_results(tmp_path / "results", payload), tmp_path).split("## Input pipeline", 1)[1]
+    assert "- Command: `python bench/input_pipeline.py --videos 4`" in section
+    assert "| clips_per_second.pipeline.median | 12.5 |" in section
+    assert "| clips_per_second.pipeline.rounds | 12, 12.5, 13 |" in section
+    assert "| videos | bikes.mp4, bigbuckbunny.mp4 |" in section
+    assert "| speedup_vs_baseline | 2.5 |" in section
+
+
+def test_load_average_is_recorded_and_flagged(tmp_path, monkeypatch):
+    results = write_results(tmp_path / "results", shift_overhead_payload())
+    for load, moment in (((3.0, 2.0, 1.0), "start"), ((0.5, 0.25, 0.75), "end")):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: load)
+        assert report.main(["--results-dir", str(results), "--record-load", "shift_overhead", moment]) == 0
+    assert json.loads((results / report.LOAD_FILE).read_text()) == {
+        "shift_overhead": {"start": [3.0, 2.0, 1.0], "end": [0.5, 0.25, 0.75]}}
+    text = render(results, tmp_path)
+    assert "- Load average (1 / 5 / 15 min): 3 / 2 / 1 at the start, 0.5 / 0.25 / 0.75 at the end" in text
+    assert "above 1.5 during: shift_overhead" in text
+
+
+def test_quiet_load_is_not_flagged(tmp_path, monkeypatch):
+    results = write_results(tmp_path / "results", shift_overhead_payload())
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 1.0))
+    report.main(["--results-dir", str(results), "--record-load", "shift_overhead", "start"])
+    assert "shared" not in render(results, tmp_path)
+
+
+def test_android_host_records_get_their_section(tmp_path):
+    results = write_results(tmp_path / "results", shift_overhead_payload())
+    android = results / report.ANDROID_HOST_DIR
+    android.mkdir()
+    model = tmp_path / "tsm_online_int8.tflite"
+    model.write_bytes(b"\0" * 8)
+    spec = records.RunSpec(model, "xnnpack", threads=2, runs=50, warmup=5)
+    target = {**records.empty_target("host"), "name": "host", "soc": "Test CPU"}
+    record = records.make_record(spec, target, "interpreter", records.OK,
+                                 latency_ms={"avg": 4.5, "median": 4.25, "count": 50})
+    write_record(record, android)
+    (android / report.ANDROID_COMMAND_FILE).write_text("python android_bench/run.py --host --models m.tflite\n")
+    section = render(results, tmp_path).split("## LiteRT on this machine", 1)[1]
+    assert "| host (interpreter) | tsm_online_int8.tflite | xnnpack | 2 | 4.50 | 4.25 |" in section
+    assert "- Command: `python android_bench/run.py --host --models m.tflite`" in section
+
+
+def test_unreadable_or_unnamed_json_is_refused_naming_the_file(tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "broken.json").write_text("{not json")
+    assert report.main(["--results-dir", str(results), "--out", str(tmp_path / "out.md")]) == 2
+    assert "broken.json: not a readable JSON file" in capsys.readouterr().err
+    (results / "broken.json").write_text(json.dumps({"rows": []}))
+    assert report.main(["--results-dir", str(results), "--out", str(tmp_path / "out.md")]) == 2
+    assert "broken.json: not a bench result" in capsys.readouterr().err
+    assert not (tmp_path / "out.md").exists()
+
+
+def test_command_line_is_relative_to_the_repository():
+    script = os.path.join(report.REPO_ROOT, "bench", "training_throughput.py")
+    assert report.command_line([script, "--configs", "resnet50:1,2", "--out", "a b.json"]) == (
+        "python bench/training_throughput.py --configs resnet50:1,2 --out 'a b.json'")
+
+
+def test_training_configurations_parse_and_validate():
+    assert parse_configuration("resnet50:1,2,8") == ("resnet50", [1, 2, 8])
+    for bad in ("resnet50", "resnet50:", "resnet50:0,2", "resnet50:a", ":4"):
+        with pytest.raises(argparse.ArgumentTypeError, match="BACKBONE:B1,B2"):
+            parse_configuration(bad)
+    config = training_config("mobilenet_v2", batch_size=4, num_segments=8, size=224, num_classes=400)
+    kwargs = config.model.build_kwargs(config.data)
+    assert (kwargs["backbone"], kwargs["num_segments"], kwargs["input_shape"]) == ("mobilenet_v2", 8, (224, 224, 3))
+    assert config.train.batch_per_replica == 4
+    assert config.optimizer.clip_grad_norm == 20.0
+
+
+def test_the_committed_doc_is_what_the_committed_results_render(tmp_path):
+    """docs/benchmarks.md is generated: re-rendering bench/results must give the same text."""
+    doc = pathlib.Path(report.DEFAULT_OUT)
+    if not doc.is_file() or not os.path.isdir(report.RESULTS_DIR):
+        pytest.skip("no docs/benchmarks.md yet")
+    assert render(pathlib.Path(report.RESULTS_DIR), tmp_path) == doc.read_text()
