@@ -216,7 +216,9 @@ class DataConfig:
         num_parallel_calls: parallel decoders (-1 = tf.data AUTOTUNE).
         shuffle_buffer: shuffle buffer for the streamed `"tfrecord"` source
             (the other sources shuffle the whole list exactly).
-        decode_threads: FFmpeg threads per decoder (0 lets FFmpeg decide).
+        decode_threads: FFmpeg threads per decoder: 1 (default) decodes each
+            video on one thread and parallelises across videos
+            (`num_parallel_calls`); 0 lets FFmpeg pick (frame threads).
         synthetic: `SyntheticConfig` (or its dict) for `source="synthetic"`.
 
     Example:
@@ -263,7 +265,7 @@ class DataConfig:
     on_error: str = "skip"
     num_parallel_calls: int = -1
     shuffle_buffer: int = 256
-    decode_threads: int = 0
+    decode_threads: int = 1
     synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
 
     def __post_init__(self):

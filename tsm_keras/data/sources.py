@@ -41,7 +41,7 @@ class VideoReader:
 
     Args:
         path: video file.
-        decode_threads: FFmpeg decoder threads (0 = FFmpeg's choice).
+        decode_threads: FFmpeg decoder threads (1: one thread; 0: FFmpeg picks).
 
     Example:
 
@@ -49,7 +49,7 @@ class VideoReader:
     >>> frames = reader.read([0, 10, 20], short_side=128)
     """
 
-    def __init__(self, path, decode_threads=0):
+    def __init__(self, path, decode_threads=1):
         self.path = os.fspath(path)
         self.decode_threads = decode_threads
         try:
@@ -123,8 +123,9 @@ class VideoReader:
         container = self._open()
         try:
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            stream.thread_count = self.decode_threads
+            if self.decode_threads != 1:
+                stream.thread_type = "AUTO"
+                stream.thread_count = self.decode_threads
             try:
                 self._decode(container, stream, wanted, decoded, height, width)
             except av.FFmpegError as error:
@@ -142,34 +143,39 @@ class VideoReader:
 
     def _decode(self, container, stream, wanted, decoded, height, width):
         wanted_set = set(wanted)
-        last = wanted[-1]
         if self.pts is None:
             for position, frame in enumerate(container.decode(stream)):
                 if position in wanted_set:
                     decoded[position] = _to_rgb(frame, height, width)
-                if position >= last:
+                if position >= wanted[-1]:
                     return
             return
-        position = -1  # display index of the last decoded frame
-        frames = None
+        codec = stream.codec_context
+        position = -1  # display index of the last frame out of the decoder
+        packets = None
         for target in wanted:
             if target in decoded:
                 continue
             key = self.key_indices[max(0, bisect.bisect_right(self.key_indices, target) - 1)]
-            if frames is None and key == 0:
-                frames = container.decode(stream)  # from the start, no seek needed
-            elif frames is None or (key > position and key - position >= SEEK_MIN_GAP) or target <= position:
+            if packets is None and key == 0:
+                packets = container.demux(stream)  # from the start, no seek needed
+            elif packets is None or (key > position and key - position >= SEEK_MIN_GAP) or target <= position:
                 container.seek(self.pts[key], backward=True, any_frame=False, stream=stream)
-                frames = container.decode(stream)
+                packets = container.demux(stream)
                 position = -1
-            for frame in frames:
-                position = self._rank.get(frame.pts, position + 1)
-                if position in wanted_set and position not in decoded:
-                    decoded[position] = _to_rgb(frame, height, width)
+            for packet in packets:
+                # Frames nobody asked for and nothing references are skipped by
+                # the decoder (AVDISCARD_NONREF); wanted frames decode fully.
+                needed = packet.pts is None or self._rank.get(packet.pts, -1) in wanted_set
+                codec.skip_frame = "DEFAULT" if needed else "NONREF"
+                for frame in codec.decode(packet):
+                    position = self._rank.get(frame.pts, position + 1)
+                    if position in wanted_set and position not in decoded:
+                        decoded[position] = _to_rgb(frame, height, width)
                 if position >= target:
                     break
             else:
-                return  # end of stream
+                return  # end of stream (the final empty packet flushed the decoder)
 
 
 def _to_rgb(frame, height, width):
@@ -196,7 +202,7 @@ class VideoSource:
 
     kind = "video"
 
-    def __init__(self, records, short_side=None, decode_threads=0):
+    def __init__(self, records, short_side=None, decode_threads=1):
         self.records = records
         self.short_side = short_side
         self.decode_threads = decode_threads
