@@ -97,3 +97,15 @@ def test_train_clips_take_one_frame_per_segment(frame_dataset):
         assert (numbers // 4 == np.arange(4)).all()  # segment i is frames 4i..4i+3
         seen.update(numbers.tolist())
     assert len(seen) > 10  # offsets are random
+
+
+def test_bad_arguments_are_refused(frame_dataset):
+    config = _config(frame_dataset)
+    with pytest.raises(ValueError, match="seed must be an int"):
+        build_train_dataset(config, batch_size=2, seed=-1)
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        build_train_dataset(config, batch_size=0)
+    with pytest.raises(ValueError, match="split must be"):
+        build_test_dataset(config, split="holdout")
+    with pytest.raises(ValueError, match="data.test_list: required"):
+        build_test_dataset(config, split="test")

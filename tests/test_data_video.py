@@ -53,3 +53,18 @@ def test_other_containers_and_codecs(tmp_path, name, codec):
     frames = reader.read(indices)
     assert frame_numbers(frames, 24).tolist() == indices
     np.testing.assert_array_equal(frames, decode_all(path)[indices])
+
+
+def test_decoder_resize_agrees_with_the_tensorflow_resize(tmp_path):
+    # Video frames are resized by FFmpeg at decode, other sources by
+    # tf.image.resize in the graph: both must give the same picture.
+    from tsm_keras.data.transforms import resize_short_side
+
+    ys, xs = np.mgrid[0:48, 0:80]
+    image = np.stack([xs * 3, ys * 5, (xs + ys) * 2], axis=-1).clip(0, 255).astype(np.uint8)
+    path = encode_video(tmp_path / "gradient.mp4", np.stack([image] * 6))
+    reader = VideoReader(path)
+    by_decoder = reader.read([2], short_side=24).astype(np.float64)
+    by_tensorflow = resize_short_side(reader.read([2]), 24).numpy()
+    assert by_decoder.shape == by_tensorflow.shape == (1, 24, 40, 3)
+    assert np.abs(by_decoder - by_tensorflow)[:, 2:-2, 2:-2].mean() < 3.0

@@ -82,7 +82,7 @@ def num_videos(config, split="train", num_shards=1, shard_index=0):
         from tsm_keras.data import tfrecords
 
         return tfrecords.num_examples(config.list_for(split), num_shards, shard_index)
-    source = make_source(config.replace(on_error="skip"), split, report=DataReport(split))
+    source = make_source(config.replace(on_error="skip"), split, report=DataReport(split, log=False))
     return len(_shard(source.records, num_shards, shard_index))
 
 
@@ -257,6 +257,9 @@ def build_train_dataset(config, batch_size, seed=None, num_shards=1, shard_index
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % 2**62)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**62:
+        raise ValueError(f"seed must be an int in [0, 2**62) or None, got {seed!r}")
+    seed = int(seed)
     report = report if report is not None else DataReport("train")
     parallel = _parallelism(config)
     transform = train_transform(config, _flip_table(config))
@@ -273,7 +276,7 @@ def build_train_dataset(config, batch_size, seed=None, num_shards=1, shard_index
         source.records = [source.records[i] for i in positions]
         loader = _Loader(source, FrameSampler(config, test_mode=False), report, config.on_error, seed)
         items = _load_and_filter(_record_stream(len(positions), seed, True, epochs), loader, report, parallel)
-    seed_tensor = tf.constant(seed % 2**62, tf.int64)
+    seed_tensor = tf.constant(seed, tf.int64)
 
     def augment(frames, label, ok, step, pass_index, last):
         return transform(frames, label, tf.stack([seed_tensor, step]))

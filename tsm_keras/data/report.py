@@ -72,6 +72,7 @@ class DataReport:
 
     Args:
         name: label for messages, e.g. `"train"`.
+        log: bool, log warnings and summaries (False only collects them).
 
     Example:
 
@@ -81,8 +82,9 @@ class DataReport:
     1
     """
 
-    def __init__(self, name="data"):
+    def __init__(self, name="data", log=True):
         self.name = name
+        self.log = log
         self._lock = threading.Lock()
         self._warned = set()
         self._list_problems = collections.Counter()
@@ -96,7 +98,8 @@ class DataReport:
         if key not in self._warned:
             self._warned.add(key)
             self.errors.append(error)
-            logger.warning("skipping %s", error)
+            if self.log:
+                logger.warning("skipping %s", error)
 
     def add_list_problem(self, error):
         with self._lock:
@@ -125,5 +128,6 @@ class DataReport:
             self.summaries.append(summary)
             self._skipped.pop(int(pass_index), None)
             self._ok.pop(int(pass_index), None)
-        (logger.warning if summary.skipped else logger.info)("%s", summary)
+        if self.log:
+            (logger.warning if summary.skipped else logger.info)("%s", summary)
         return summary

@@ -35,9 +35,12 @@ class VideoReader:
     timestamps in display order and key frames): this gives an exact frame
     count even for containers that do not store one (webm), and lets the
     reader seek to the key frame before a wanted frame when that skips more
-    than `SEEK_MIN_GAP` frames, and otherwise decode straight through. Only
-    the wanted frames are converted to RGB (and resized, by FFmpeg's
-    swscale, when `short_side` is given).
+    than `SEEK_MIN_GAP` frames, and otherwise decode straight through.
+    Packets of unwanted frames are sent with `skip_frame = NONREF`, so the
+    decoder drops those no other frame references (most B-frames); only the
+    wanted frames are converted to RGB (and resized, by FFmpeg's swscale,
+    when `short_side` is given). PyAV releases the GIL while decoding, so
+    parallel `tf.data` calls decode on several cores.
 
     Args:
         path: video file.
