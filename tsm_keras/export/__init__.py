@@ -18,6 +18,7 @@ from tsm_keras.export.online import (
 from tsm_keras.export.tflite import (
     IO_TYPES,
     QUANT_MODES,
+    FloatIslandsError,
     UnsupportedOpsError,
     convert_offline,
     convert_online,

@@ -30,7 +30,9 @@ Quantization modes (`QUANT_MODES`):
   (`tsm_keras.export.calibration`), int8 or float I/O (`io`). For online
   models every state output is checked to carry exactly the quantization of
   its state input (so outputs feed straight back) and requantized in the
-  graph if the converter did not make them equal.
+  graph if the converter did not make them equal. An int8 graph with float
+  islands (DEQUANTIZE -> float op -> QUANTIZE inside the graph) is refused
+  with `FloatIslandsError`.
 """
 
 import os
@@ -73,6 +75,23 @@ class UnsupportedOpsError(ValueError):
         if details and not self.ops:
             message += f"\n{details}"
         super().__init__(message)
+
+
+class FloatIslandsError(ValueError):
+    """A full-integer (int8) conversion left part of the graph in float.
+
+    Attributes:
+        islands: `[(operator index, operator name)]` of the float operators.
+    """
+
+    def __init__(self, islands):
+        self.islands = list(islands)
+        listed = ", ".join(f"#{index} {name}" for index, name in self.islands[:12])
+        super().__init__(
+            f"the int8 graph is not fully integer: {len(self.islands)} operator(s) run in float "
+            f"({listed}); some op has no int8 kernel, so the converter wrapped it in "
+            "DEQUANTIZE/QUANTIZE"
+        )
 
 
 def _unsupported_ops(error):
@@ -156,6 +175,10 @@ def convert_function(model, function, input_specs, quant="fp32", representative_
     custom = flatbuffer.custom_ops(model_content)
     if custom:
         raise UnsupportedOpsError(custom, details="the converted graph holds custom operators")
+    if quant == "int8":
+        islands = float_islands(model_content)
+        if islands:
+            raise FloatIslandsError(islands)
     return model_content
 
 

