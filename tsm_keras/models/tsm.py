@@ -168,9 +168,13 @@ def build_tsm(
             ImageNet weights, downloaded by `keras.applications`, layout
             `"keras"`); or a path to a weight file of the matching
             `keras.applications` network (`.h5` / `.weights.h5`, with or
-            without its top). The classifier (and any Non-local block) keeps
-            its initialisation. To restore a whole trained TSM use
-            `model.load_weights(...)` or `keras.saving.load_model(...)`.
+            without its top); for layout `"torch"`, a PyTorch file (`.pth`,
+            `.pt`, `.pth.tar`: torchvision ImageNet ResNet / MobileNetV2, or
+            the backbone of an MMAction2 / mit-han-lab TSM checkpoint), read by
+            `tsm_keras.weights.load_torch_backbone_weights`. The classifier
+            (and any Non-local block) keeps its initialisation. To restore a
+            whole trained TSM use `model.load_weights(...)` or
+            `keras.saving.load_model(...)`.
         **kwargs: further `TSM` arguments (`bn_momentum`, `init_std`, ...).
 
     Example:
@@ -202,6 +206,10 @@ def load_weights(model, weights):
     """Fills the backbone of `model` with ImageNet weights (see `build_tsm`)."""
     if model.layout == "keras":
         return load_keras_applications_weights(model, weights)
+    if str(weights).endswith((".pth", ".pt", ".pth.tar")):
+        from tsm_keras.weights import load_torch_backbone_weights  # imports this module
+
+        return load_torch_backbone_weights(model, weights)
     raise ValueError(
         f"weights={weights!r} for layout='torch': PyTorch ImageNet weights are read by "
         "the checkpoint importer (tsm_keras.weights)"
