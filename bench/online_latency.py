@@ -101,13 +101,13 @@ def main(argv=None):
             results[quant][f"ratio_threads_{threads}"] = ratio
             print(f"{quant} {threads} thread(s): TSM/MobileNetV2 = {ratio:.3f}", flush=True)
         for name in variants:
-            row = [name, quant, results[quant][name]["size_mb"]]
+            row = [name, quant, f"{results[quant][name]['size_mb']:.2f}"]
             for threads in args.threads:
                 stats = results[quant][name][f"threads_{threads}"]
                 row += [stats["median_ms"], stats["p90_ms"]]
             rows.append(row)
-        rows.append(["TSM / MobileNetV2", quant, results[quant]["TSM online"]["size_mb"]
-                     / results[quant]["MobileNetV2"]["size_mb"]]
+        size_ratio = results[quant]["TSM online"]["size_mb"] / results[quant]["MobileNetV2"]["size_mb"]
+        rows.append(["TSM / MobileNetV2", quant, f"{size_ratio:.4f}x"]
                     + sum([[f"{results[quant][f'ratio_threads_{threads}']:.3f}x", ""] for threads in args.threads],
                           []))
     columns = ["model", "quant", "size MB"]
