@@ -106,6 +106,7 @@ def _inert_objects(value, location, found, depth=0):
         if isinstance(value, InertObject):
             for index, arg in enumerate(value.args):
                 _inert_objects(arg, f"{location}.args[{index}]", found, depth + 1)
+            _inert_objects(value.state, f"{location}.state", found, depth + 1)
         return
     if isinstance(value, dict):
         for key, item in value.items():

@@ -93,6 +93,7 @@ class ImportedCheckpoint:
         class_names: label names stored in the checkpoint, or None.
         dropped: keys dropped on purpose (`num_batches_tracked`).
         skipped: objects outside the weights replaced by inert placeholders.
+        tensors_used: checkpoint tensors loaded (all of them but `dropped`).
     """
 
     model: object
@@ -104,6 +105,7 @@ class ImportedCheckpoint:
     dropped: list = dataclasses.field(default_factory=list)
     skipped: list = dataclasses.field(default_factory=list)
     path: str = ""
+    tensors_used: int = 0
 
     def summary(self):
         """A JSON-friendly description (written next to the model by the CLI)."""
@@ -116,6 +118,7 @@ class ImportedCheckpoint:
             "inferred": self.inferred,
             "normalization": self.normalization,
             "class_names": self.class_names,
+            "tensors_used": self.tensors_used,
             "dropped_keys": len(self.dropped),
             "skipped_objects": self.skipped,
         }
@@ -450,13 +453,17 @@ def import_torch_checkpoint(
     default_segments = 16 if found["backbone"].startswith("mobileone") else DEFAULT_NUM_SEGMENTS
     num_segments = int(_choose("num_segments", num_segments, hint_sources, default_segments, inferred))
     shift_div = int(_choose("shift_div", shift_div, hint_sources, 8, inferred))
-    direction = direction or ("unidirectional" if source == "mit_online" else "bidirectional")
-    inferred["direction"] = "argument" if direction != (
-        "unidirectional" if source == "mit_online" else "bidirectional"
-    ) else f"{source} default"
+    default_direction = "unidirectional" if source == "mit_online" else "bidirectional"
+    inferred["direction"] = "argument" if direction else f"{source} default"
+    direction = direction or default_direction
     mode = None
     if found["has_non_local"]:
         if not found["non_local_theta"]:
+            if non_local not in (None, "gaussian"):
+                raise ValueError(
+                    f"{path}: non_local={non_local!r} given, but the Non-local blocks have no "
+                    "theta/phi convs: they are 'gaussian'"
+                )
             mode, inferred["non_local"] = "gaussian", "keys (no theta)"
         else:
             mode = _choose("non_local", non_local, hint_sources, None, inferred)
@@ -496,7 +503,12 @@ def import_torch_checkpoint(
         backbone_options=backbone_options or None,
         **tsm_kwargs,
     )
-    inferred.update(shift_place="keys", temporal_pool="keys")
+    inferred.update(shift_place="keys", temporal_pool="keys", input_shape="argument")
+    inferred.setdefault("non_local", "keys (none)")
+    if backbone_options:
+        inferred["backbone_options"] = "keys" + (
+            " + checkpoint config (shift_segments)" if inferred.pop("shift_segments", None) else ""
+        )
     assign_weights(model, checkpoint, SCHEMES[source](prefix=prefix))
     if checkpoint.normalization:
         normalization = dict(checkpoint.normalization, origin="checkpoint data_preprocessor")
@@ -512,6 +524,7 @@ def import_torch_checkpoint(
         dropped=checkpoint.dropped,
         skipped=checkpoint.skipped,
         path=checkpoint.path,
+        tensors_used=len(checkpoint.tensors),
     )
 
 

@@ -400,6 +400,9 @@ class TorchvisionScheme(KeyScheme):
         new_layers = [layer.name for layer in model.layers if isinstance(layer, NonLocal)]
         return super().skipped_layers(model) + new_layers
 
+    def resnet_wrapped_by_non_local(self, block):
+        return block  # the Non-local blocks are not in the file; blocks keep their names
+
     def mobilenet_v2_path(self, name, structure):
         if name in ("stem_conv", "stem_bn", "last_conv", "last_bn"):
             return super().mobilenet_v2_path(name, structure)

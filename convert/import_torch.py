@@ -1,0 +1,117 @@
+"""Imports a PyTorch TSM checkpoint (MMAction2, mit-han-lab) into a Keras `.keras` model.
+
+Usage:
+
+    python convert/import_torch.py CKPT --out MODEL.keras \\
+        [--source auto|mmaction2|mit|mit_online] [--arch resnet50|resnet101|mobilenet_v2|mobileone_s4] \\
+        [--num-segments T] [--shift-div 8] [--non-local dot_product|gaussian|embedded_gaussian] \\
+        [--direction bidirectional|unidirectional] [--input-size 224]
+
+The architecture (backbone, classes, shift placement, Non-local type, temporal
+pooling, MobileOne deploy form) is read from the checkpoint's keys and shapes;
+T, shift_div and an ambiguous Non-local type come from the flags, else from
+the training config stored in the checkpoint, else from its file name
+(`1x1x8`, `segment8`, `nl-dot-product`), else the seed row defaults (T = 8,
+16 for MobileOne). The file is read without executing anything in it and
+without PyTorch. The import is strict: any missing, unexpected or misshapen
+tensor stops it with a list naming both sides.
+
+Next to MODEL.keras it writes MODEL.import.json (source, architecture, where
+each setting came from, normalisation mean/std on 0..255 RGB, skipped
+objects) and, when the checkpoint stores class names, MODEL.labels.txt (for
+`convert/to_tflite.py --labels`).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from tsm_keras.weights import import_torch_checkpoint  # noqa: E402
+from tsm_keras.weights.key_maps import SOURCES  # noqa: E402
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="PyTorch checkpoint (.pth, .pt, .pth.tar)")
+    parser.add_argument("--out", required=True, help="output Keras model (.keras)")
+    parser.add_argument("--source", choices=("auto",) + tuple(s for s in SOURCES if s != "torchvision"), default="auto")
+    parser.add_argument("--arch", help="backbone the checkpoint must hold (checked, not forced)")
+    parser.add_argument("--num-segments", type=int, help="frames per clip T")
+    parser.add_argument("--shift-div", type=int, help="1/shift_div of the channels shift each way")
+    parser.add_argument("--non-local", choices=("dot_product", "gaussian", "embedded_gaussian"))
+    parser.add_argument("--direction", choices=("bidirectional", "unidirectional"))
+    parser.add_argument("--input-size", default="224", help="frame size: S or HxW (default 224)")
+    args = parser.parse_args(argv)
+    if not args.out.endswith(".keras"):
+        parser.error(f"--out must end with .keras, got {args.out!r}")
+    try:
+        sizes = [int(value) for value in args.input_size.lower().split("x")]
+    except ValueError:
+        parser.error(f"--input-size must be S or HxW, got {args.input_size!r}")
+    if len(sizes) not in (1, 2) or min(sizes) < 16:
+        parser.error(f"--input-size must be S or HxW with sides >= 16, got {args.input_size!r}")
+    args.input_shape = (sizes[0], sizes[-1], 3)
+    return args
+
+
+def sidecar_paths(out):
+    stem = out[: -len(".keras")]
+    return f"{stem}.import.json", f"{stem}.labels.txt"
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    console = Console(stderr=True)
+    try:
+        imported = import_torch_checkpoint(
+            args.checkpoint,
+            source=args.source,
+            arch=args.arch,
+            num_segments=args.num_segments,
+            shift_div=args.shift_div,
+            non_local=args.non_local,
+            direction=args.direction,
+            input_shape=args.input_shape,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        console.print(f"[red]import failed:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
+        return 1
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    imported.model.save(args.out)
+    summary_path, labels_path = sidecar_paths(args.out)
+    summary = imported.summary()
+    if imported.class_names:
+        with open(labels_path, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(imported.class_names) + "\n")
+        summary["labels_file"] = os.path.abspath(labels_path)
+    with open(summary_path, "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2)
+
+    table = Table(title=f"{os.path.basename(args.checkpoint)} ({imported.source})")
+    table.add_column("setting")
+    table.add_column("value")
+    table.add_column("from")
+    for name in ("backbone", "num_classes", "num_segments", "shift_div", "shift_place", "direction",
+                 "non_local", "temporal_pool", "backbone_options", "input_shape"):
+        table.add_row(name, str(imported.tsm_config[name]), imported.inferred.get(name, "default"))
+    normalization = imported.normalization
+    table.add_row("mean / std", f"{normalization['mean']} / {normalization['std']}", normalization["origin"])
+    console.print(table)
+    console.print(
+        f"{imported.tensors_used} tensors loaded (every Keras weight filled); "
+        f"{len(imported.dropped)} num_batches_tracked dropped; "
+        f"{len(imported.skipped)} non-weight objects skipped unexecuted"
+    )
+    console.print(f"wrote {args.out} and {summary_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""`convert/import_torch.py`: checkpoint in, `.keras` model and sidecars out."""
+
+import importlib.util
+import json
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import torch_reference as ref  # noqa: E402
+
+from tsm_keras.weights import load_torch_checkpoint  # noqa: E402
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "convert" / "import_torch.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("import_torch", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    network = ref.randomize(ref.MMRecognizer(ref.MMMobileNetV2TSM(num_segments=2), 1280, 3), seed=4)
+    path = tmp_path_factory.mktemp("zoo") / "tsm_imagenet-pretrained-mobilenetv2_8xb16-1x1x2-100e_k3-rgb.pth"
+    meta = {"dataset_meta": {"classes": ["archery", "bowling", "juggling"]}}
+    torch.save({"state_dict": network.state_dict(), "meta": meta}, path)
+    return path
+
+
+def test_cli_writes_a_loadable_model_and_its_sidecars(checkpoint, tmp_path):
+    out = tmp_path / "models" / "tsm.keras"
+    status = load_script().main([str(checkpoint), "--out", str(out), "--input-size", "40x48"])
+    assert status == 0
+    model = keras.saving.load_model(out)
+    expected = load_torch_checkpoint(checkpoint, input_shape=(40, 48, 3))
+    clip = np.random.default_rng(0).standard_normal((1, 2, 40, 48, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(model(clip)), np.asarray(expected(clip)))
+    assert model.tsm_config()["num_segments"] == 2 and model.tsm_config()["layout"] == "torch"
+
+    summary = json.loads((tmp_path / "models" / "tsm.import.json").read_text())
+    assert summary["source"] == "mmaction2"
+    assert summary["inferred"]["num_segments"] == "file name"
+    assert summary["normalization"]["mean"] == [123.675, 116.28, 103.53]
+    assert summary["tensors_used"] > 0 and summary["dropped_keys"] > 0
+    labels = (tmp_path / "models" / "tsm.labels.txt").read_text().split()
+    assert labels == ["archery", "bowling", "juggling"]
+
+
+def test_cli_reports_a_mismatch_and_writes_nothing(checkpoint, tmp_path, capsys):
+    out = tmp_path / "tsm.keras"
+    status = load_script().main([str(checkpoint), "--out", str(out), "--arch", "resnet50"])
+    assert status == 1
+    assert "holds 'mobilenet_v2'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_rejects_bad_arguments(checkpoint, tmp_path):
+    with pytest.raises(SystemExit):
+        load_script().main([str(checkpoint), "--out", str(tmp_path / "model.h5")])
+    with pytest.raises(SystemExit):
+        load_script().main([str(checkpoint), "--out", str(tmp_path / "m.keras"), "--input-size", "big"])
