@@ -6,6 +6,9 @@
 - `flatbuffer`: op lists, signature tensors, state quantization checks.
 - `calibration`: representative datasets for int8 (frame by frame online).
 - `metadata`: the `FILE.tflite.json` sidecar the runners read.
+- `exporter`: `export_tflite(model, out, mode, quant, ...)`, what
+  `convert/to_tflite.py` runs.
+- `runtime`: `LiteRTModel`, an ai-edge-litert model called by signature names.
 """
 
 from tsm_keras.export.online import (
@@ -25,3 +28,5 @@ from tsm_keras.export.tflite import (
     float_islands,
 )
 from tsm_keras.export.metadata import ModelMetadata, load_metadata, save_metadata
+from tsm_keras.export.exporter import export_tflite
+from tsm_keras.export.runtime import LiteRTModel
