@@ -222,6 +222,7 @@ def main(argv=None):
         "goal_speedup": 2.0,
         "pipeline_keeps_up_with_training_step": bool(keeps_up),
         "fed_over_fixed_training_rate": fed_ratio,
+        "load_average_at_end": list(os.getloadavg()),
     })
     return 0
 
