@@ -5,7 +5,7 @@ Usage:
     python convert/import_torch.py CKPT --out MODEL.keras \\
         [--source auto|mmaction2|mit|mit_online] [--arch resnet50|resnet101|mobilenet_v2|mobileone_s4] \\
         [--num-segments T] [--shift-div 8] [--non-local dot_product|gaussian|embedded_gaussian] \\
-        [--direction bidirectional|unidirectional] [--input-size 224]
+        [--direction bidirectional|unidirectional] [--input-size 224] [--shift-segments 8]
 
 The architecture (backbone, classes, shift placement, Non-local type, temporal
 pooling, MobileOne deploy form) is read from the checkpoint's keys and shapes;
@@ -48,6 +48,8 @@ def parse_args(argv):
     parser.add_argument("--non-local", choices=("dot_product", "gaussian", "embedded_gaussian"))
     parser.add_argument("--direction", choices=("bidirectional", "unidirectional"))
     parser.add_argument("--input-size", default="224", help="frame size: S or HxW (default 224)")
+    parser.add_argument("--shift-segments", type=int,
+                        help="MobileOne: clip length the shifts assume (default: from the stored config)")
     args = parser.parse_args(argv)
     if not args.out.endswith(".keras"):
         parser.error(f"--out must end with .keras, got {args.out!r}")
@@ -79,6 +81,7 @@ def main(argv=None):
             non_local=args.non_local,
             direction=args.direction,
             input_shape=args.input_shape,
+            shift_segments=args.shift_segments,
         )
     except (ValueError, FileNotFoundError) as error:
         console.print(f"[red]import failed:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)

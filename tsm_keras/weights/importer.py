@@ -394,6 +394,7 @@ def import_torch_checkpoint(
     non_local=None,
     direction=None,
     input_shape=(224, 224, 3),
+    shift_segments=None,
     **tsm_kwargs,
 ):
     """Builds the Keras TSM of a PyTorch checkpoint and loads its weights.
@@ -413,6 +414,9 @@ def import_torch_checkpoint(
         direction: default `"unidirectional"` for the mit-han-lab online
             checkpoint, `"bidirectional"` otherwise.
         input_shape: `(H, W, 3)` of each frame.
+        shift_segments: MobileOne only, the clip length its shifts assume
+            (default: the backbone `num_segments` of the checkpoint's config
+            when it differs from T, as in MMAction2's MobileOne-S4 1x1x16).
         **tsm_kwargs: further `build_tsm` arguments (`dropout`, ...).
 
     Returns:
@@ -479,7 +483,12 @@ def import_torch_checkpoint(
         raise ValueError(f"{path}: non_local={non_local!r} given, but the file has no Non-local blocks")
     backbone_options = dict(found.get("backbone_options") or {})
     backbone_segments = dict(hint_sources[0][1]).get("backbone_segments")
-    if (
+    if shift_segments is not None:
+        if not found["backbone"].startswith("mobileone"):
+            raise ValueError(f"shift_segments applies to MobileOne only, not {found['backbone']!r}")
+        backbone_options["shift_segments"] = int(shift_segments)
+        inferred["shift_segments"] = "argument"
+    elif (
         found["backbone"].startswith("mobileone")
         and backbone_segments
         and backbone_segments != num_segments
@@ -506,9 +515,8 @@ def import_torch_checkpoint(
     inferred.update(shift_place="keys", temporal_pool="keys", input_shape="argument")
     inferred.setdefault("non_local", "keys (none)")
     if backbone_options:
-        inferred["backbone_options"] = "keys" + (
-            " + checkpoint config (shift_segments)" if inferred.pop("shift_segments", None) else ""
-        )
+        origin = inferred.pop("shift_segments", None)
+        inferred["backbone_options"] = "keys" + (f" + {origin} (shift_segments)" if origin else "")
     assign_weights(model, checkpoint, SCHEMES[source](prefix=prefix))
     if checkpoint.normalization:
         normalization = dict(checkpoint.normalization, origin="checkpoint data_preprocessor")
