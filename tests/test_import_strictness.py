@@ -95,8 +95,13 @@ def test_source_and_arch_arguments_are_checked(mobilenet_state, tmp_path):
 
 
 def keras_logits_with_torch_head(model, network, clip):
-    """Copies the Keras classifier into the torch network, returns both clip logits."""
-    kernel, bias = model.get_layer("fc_cls").get_weights()
+    """Gives both networks the same random classifier, returns both clip logits."""
+    layer = model.get_layer("fc_cls")
+    rng = np.random.default_rng(3)
+    fan_in = layer.kernel.shape[0]
+    kernel = (rng.standard_normal(layer.kernel.shape) / np.sqrt(fan_in)).astype("float32")
+    bias = (0.1 * rng.standard_normal(layer.bias.shape)).astype("float32")
+    layer.set_weights([kernel, bias])
     head = network.fc if hasattr(network, "fc") else network.classifier[1]
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(kernel.T))
@@ -121,6 +126,7 @@ def test_torchvision_imagenet_backbone_fills_a_torch_layout_tsn(backbone, tmp_pa
         backbone, 5, num_segments=segments, layout="torch", shift=False, input_shape=(size, size, 3), weights=path
     )
     got, expected = keras_logits_with_torch_head(model, network, clip)
+    assert np.max(np.abs(expected)) > 0.1
     assert np.max(np.abs(got - expected)) / np.max(np.abs(expected)) <= 1e-4
 
 
@@ -160,3 +166,20 @@ def test_an_mmaction2_checkpoint_seeds_the_backbone_of_a_new_task(mobilenet_stat
     kernel = model.get_layer("last_conv").get_weights()[0]
     expected = mobilenet_state["backbone.conv2.conv.weight"].numpy().transpose(2, 3, 1, 0)
     np.testing.assert_array_equal(kernel, expected)
+
+
+@pytest.mark.parametrize("layout", ["without_data_parallel", "classifier_in_base_model"])
+def test_mit_checkpoint_variants_find_their_classifier(layout, tmp_path):
+    state = ref.randomize(ref.mit_mobilenet_v2_tsn(2, 4)).state_dict()
+    if layout == "without_data_parallel":
+        state = {key[len("module."):]: value for key, value in state.items()}
+        head = "new_fc"
+    else:  # trained with dropout 0: the classifier stays in base_model
+        state = {key.replace("module.new_fc", "module.base_model.classifier"): v for key, v in state.items()}
+        head = "module.base_model.classifier"
+    path = tmp_path / "TSM_something_RGB_mobilenetv2_shift8_blockres_avg_segment2_e25.pth"
+    torch.save({"epoch": 25, "arch": "mobilenetv2", "state_dict": state}, path)
+    imported = import_torch_checkpoint(path, input_shape=SIZE)
+    assert imported.source == "mit" and imported.tsm_config["num_classes"] == 4
+    kernel = imported.model.get_layer("fc_cls").get_weights()[0]
+    np.testing.assert_array_equal(kernel, state[f"{head}.weight"].numpy().T)

@@ -34,8 +34,6 @@ import dataclasses
 import os
 import re
 
-import keras
-
 from tsm_keras.models import mobileone
 from tsm_keras.models.tsm import build_tsm
 from tsm_keras.weights.checkpoint import read_checkpoint
@@ -149,6 +147,24 @@ def infer_source(keys):
     )
 
 
+def classifier_path(tensors, source, prefix):
+    """Module path of the checkpoint's classifier, or None (torchvision backbones).
+
+    mit-han-lab keeps it in `new_fc` next to `base_model` (`module.new_fc` when
+    saved from DataParallel), or inside `base_model` as `fc` / `classifier`
+    when trained without dropout (their `test_models.py` renames those).
+    """
+    if source == "torchvision":
+        return None
+    if source == "mit":
+        root = prefix[: -len("base_model.")]
+        for path in (f"{root}new_fc", f"{prefix}fc", f"{prefix}classifier"):
+            if f"{path}.weight" in tensors:
+                return path
+        return f"{root}new_fc"
+    return SCHEMES[source]().head
+
+
 def _backbone_keys(keys, prefix):
     return [key[len(prefix) :] for key in keys if key.startswith(prefix)]
 
@@ -215,7 +231,7 @@ def infer_architecture(checkpoint, source, prefix):
         found["backbone"] = f"resnet{_resnet_depth(body)}"
     else:
         raise ValueError(f"cannot tell the backbone from keys such as {sorted(body)[:6]}")
-    head = SCHEMES[source]().head if source != "torchvision" else None
+    head = classifier_path(tensors, source, prefix)
     if head is not None:
         weight = tensors.get(f"{head}.weight")
         if weight is None or len(weight.shape) != 2:
@@ -242,6 +258,11 @@ def infer_architecture(checkpoint, source, prefix):
             found["shift_place"], found["shifted"] = "blockres", True
         else:
             found["shift_place"], found["shifted"] = "blockres", False
+    if source == "mit" and any(re.search(r"\.nl\.", k) for k in body):
+        raise ValueError(
+            "mit-han-lab Non-local checkpoints (`layerX.Y.nl.*`, `layerX.Y.block.*`) are not "
+            "supported; MMAction2's Non-local TSM checkpoints are"
+        )
     non_local = [k for k in body if ".non_local_block." in k]
     found["has_non_local"] = bool(non_local)
     found["non_local_theta"] = any(".non_local_block.theta." in k for k in non_local)
@@ -517,7 +538,8 @@ def import_torch_checkpoint(
     if backbone_options:
         origin = inferred.pop("shift_segments", None)
         inferred["backbone_options"] = "keys" + (f" + {origin} (shift_segments)" if origin else "")
-    assign_weights(model, checkpoint, SCHEMES[source](prefix=prefix))
+    head = classifier_path(checkpoint.tensors, source, prefix)
+    assign_weights(model, checkpoint, SCHEMES[source](prefix=prefix, head=head))
     if checkpoint.normalization:
         normalization = dict(checkpoint.normalization, origin="checkpoint data_preprocessor")
     else:
@@ -581,8 +603,8 @@ def load_torch_backbone_weights(model, path, source="auto"):
         scheme = scheme_class(prefix=prefix)
         ignore = torchvision_head_keys(model.backbone)
     else:
-        default_head = scheme_class().head
+        head = classifier_path(checkpoint.tensors, source, prefix)
         scheme = scheme_class(prefix=prefix, head=None)
-        ignore = [key for key in checkpoint.tensors if key.startswith(default_head + ".")]
+        ignore = [key for key in checkpoint.tensors if key.startswith(head + ".")]
     assign_weights(model, checkpoint, scheme, ignore=ignore)
     return model
