@@ -195,3 +195,51 @@ def test_files_that_are_not_checkpoints_are_refused(tmp_path):
         read_torch_file(archive)
     with pytest.raises(FileNotFoundError):
         read_torch_file(tmp_path / "missing.pth")
+
+
+def write_raw_checkpoint(path, payload):
+    """A zip checkpoint whose pickle is `payload`, with one 4-byte storage '0'."""
+    import collections
+    import io
+
+    marker = object()
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", "cpu", 1) if obj is marker else None
+
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=2).dump(payload(marker, collections.OrderedDict()))
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", buffer.getvalue())
+        archive.writestr("archive/data/0", np.float32(1.0).tobytes())
+    return path
+
+
+class Call:
+    def __init__(self, function, *args):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def test_hostile_tensor_records_fail_cleanly(tmp_path):
+    # A 10^12-element view of a 1-element storage (stride 0): refused, not allocated.
+    huge = write_raw_checkpoint(
+        tmp_path / "huge.pth",
+        lambda storage, hooks: {"w": Call(torch._utils._rebuild_tensor_v2, storage, 0, (10**6, 10**6), (0, 0), False, hooks)},
+    )
+    with pytest.raises(CheckpointFormatError, match="too large"):
+        read_torch_file(huge)
+    # A view reaching past its storage.
+    past = write_raw_checkpoint(
+        tmp_path / "past.pth",
+        lambda storage, hooks: {"w": Call(torch._utils._rebuild_tensor_v2, storage, 0, (4,), (1,), False, hooks)},
+    )
+    with pytest.raises(CheckpointFormatError, match="past its storage"):
+        read_torch_file(past)["w"].numpy()
+    # Calling something that is not callable in the safe set.
+    odd = write_raw_checkpoint(tmp_path / "odd.pth", lambda storage, hooks: {"w": Call(torch.FloatStorage)})
+    with pytest.raises(CheckpointFormatError, match="cannot be read"):
+        read_torch_file(odd)

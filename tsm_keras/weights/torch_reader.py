@@ -38,6 +38,7 @@ import numpy as np
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
+MAX_TENSOR_ELEMENTS = 2**31  # refuse views that would copy more (e.g. hostile stride-0 shapes)
 
 
 class CheckpointFormatError(ValueError):
@@ -186,6 +187,8 @@ class TorchTensor:
         self.stride = tuple(int(step) for step in stride)
         if len(self.shape) != len(self.stride) or min(self.shape, default=0) < 0:
             raise CheckpointFormatError(f"bad tensor geometry size={size} stride={stride}")
+        if int(np.prod(self.shape, dtype=np.float64)) > MAX_TENSOR_ELEMENTS:
+            raise CheckpointFormatError(f"tensor of shape {self.shape} is too large to import")
 
     @property
     def dtype(self):
@@ -354,7 +357,19 @@ def _load_zip(path):
         return storages[key]
 
     data = source.archive.read(pickles[0])
-    return RestrictedUnpickler(io.BytesIO(data), persistent_load).load()
+    return _unpickle(RestrictedUnpickler(io.BytesIO(data), persistent_load), path)
+
+
+def _unpickle(unpickler, path):
+    """Runs `unpickler.load()`; any failure is a format error (nothing was executed)."""
+    try:
+        return unpickler.load()
+    except CheckpointFormatError:
+        raise
+    except Exception as error:
+        raise CheckpointFormatError(
+            f"{path}: cannot be read as a PyTorch checkpoint ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _load_legacy(path):
@@ -379,12 +394,12 @@ def _load_legacy(path):
         return root
 
     def load_one(handle):
-        return RestrictedUnpickler(handle, persistent_load).load()
+        return _unpickle(RestrictedUnpickler(handle, persistent_load), path)
 
     with open(path, "rb") as handle:
         try:
             magic = load_one(handle)
-        except Exception as error:
+        except CheckpointFormatError as error:
             raise CheckpointFormatError(
                 f"{path}: not a PyTorch checkpoint (neither a zip archive nor a legacy "
                 f"pickle stream: {error})"
