@@ -29,8 +29,12 @@ replicas (the reference clips after DDP's all-reduce), but Keras clips
 `apply()`'s input and all-reduces it afterwards, so under a distribution
 strategy its `global_clipnorm` would clip each replica's partial gradient.
 `GroupedSGD` therefore expects gradients that the training step has already
-summed over replicas (`tsm_keras.training.trainer.train_step`) and does not
-all-reduce them again; Keras' `global_clipnorm` then clips the right thing.
+summed over replicas (`tsm_keras.training.trainer.make_train_step`) and does
+not all-reduce them again. It clips them itself: the replicas hold identical
+gradients, but a multi-threaded sum of squares can round differently on two
+devices, and a one-ulp difference in the clip factor would let the replicas'
+weights drift apart; the squared norm is therefore averaged over replicas
+(one all-reduce of a scalar) so that every replica uses the same factor.
 """
 
 import dataclasses
@@ -160,6 +164,16 @@ class GroupedSGD(keras.optimizers.Optimizer):
         lr = ops.cast(learning_rate, variable.dtype) * ops.cast(group.lr_mult, variable.dtype)
         self.assign_sub(variable, lr * step)
 
+    def _clip_gradients(self, grads):
+        if not self.global_clipnorm:
+            return grads
+        squared = ops.sum(ops.stack([ops.sum(ops.square(ops.cast(g, "float32"))) for g in grads if g is not None]))
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            squared = context.all_reduce(tf.distribute.ReduceOp.MEAN, squared)
+        scale = ops.minimum(1.0, self.global_clipnorm / ops.maximum(ops.sqrt(squared), 1e-12))
+        return [None if g is None else g * ops.cast(scale, g.dtype) for g in grads]
+
     def _all_reduce_sum_gradients(self, grads_and_vars):
         # The training step already summed the gradients over replicas so that
         # clipping sees the global gradient; summing again would scale them by
@@ -190,16 +204,18 @@ def all_reduce_gradients(gradients):
 
 
 def _check_keras_internals():
-    # `_all_reduce_sum_gradients` is the hook the TensorFlow backend calls; fail
-    # loudly if a Keras upgrade renames it (the override would silently stop
-    # working and replicas would double-count gradients).
+    # `_all_reduce_sum_gradients` and `_clip_gradients` are the hooks Keras
+    # calls; fail loudly if an upgrade renames them (the overrides would
+    # silently stop working: replicas would double-count or clip partial
+    # gradients).
     from keras.src.backend.tensorflow.optimizer import TFOptimizer
 
-    if not hasattr(TFOptimizer, "_all_reduce_sum_gradients"):
-        raise RuntimeError(
-            "keras TFOptimizer no longer has _all_reduce_sum_gradients: "
-            "GroupedSGD's gradient aggregation must be revisited"
-        )
+    for hook in ("_all_reduce_sum_gradients", "_clip_gradients"):
+        if not hasattr(TFOptimizer, hook):
+            raise RuntimeError(
+                f"keras TFOptimizer no longer has {hook}: GroupedSGD's gradient aggregation "
+                "and clipping must be revisited"
+            )
 
 
 if keras.backend.backend() == "tensorflow":

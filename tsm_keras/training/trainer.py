@@ -14,7 +14,8 @@ the local replicas of a `MirroredStrategy` or on several workers of a
   TSM parameter groups (`tsm_keras.training.optimizer`);
 - BatchNorm statistics are per replica during an epoch (like PyTorch DDP)
   and averaged over replicas at every epoch end and before every checkpoint
-  (MMAction2's `SyncBuffersHook`);
+  (MMAction2's `SyncBuffersHook`); weights and optimizer slots are copied
+  from replica 0 at the same moments (see `_make_sync_replicas`);
 - epoch `e` reads its own seeded pass over the data (`seed(e)`), so resuming
   at step `k` of epoch `e` rebuilds that pass and skips `k` batches.
 """
@@ -229,22 +230,41 @@ class Trainer:
             is_chief=self.is_chief,
         )
         self._train_step = make_train_step(self.model, self.optimizer, self.strategy, self.global_batch)
-        self._sync_buffers = self._make_sync_buffers()
+        self._sync_replicas = self._make_sync_replicas()
 
-    def _make_sync_buffers(self):
-        """Averages BatchNorm statistics over replicas (no-op on one replica)."""
+    def _make_sync_replicas(self):
+        """Makes every replica hold the same state (no-op on one replica).
+
+        BatchNorm statistics are averaged (each replica tracked its own
+        batches, like MMAction2's `SyncBuffersHook`). Weights and optimizer
+        slots are copied from replica 0: the replicas apply identical
+        gradients, but TensorFlow's CPU kernels may round an element-wise
+        `a * b + c` differently depending on memory alignment (vectorised
+        FMA body vs scalar tail), so copies can drift apart by an ulp per
+        step; this bounds that drift to one epoch.
+        """
         if self.num_replicas == 1:
             return lambda: None
-        buffers = [
-            variable for variable in self.model.non_trainable_variables
-            if "float" in str(variable.dtype) and variable.path.rpartition("/")[2].startswith("moving_")
-        ]
+        statistics, copied = [], []
+        for variable in self.model.non_trainable_variables:
+            if "float" in str(variable.dtype):
+                is_statistic = variable.path.rpartition("/")[2].startswith("moving_")
+                (statistics if is_statistic else copied).append(variable)
+        copied += list(self.model.trainable_variables)
+        copied += [variable for variable in self.optimizer.variables if "float" in str(variable.dtype)]
         strategy = self.strategy
 
         def replica_sync():
             context = tf.distribute.get_replica_context()
-            values = context.all_reduce(tf.distribute.ReduceOp.MEAN, [variable.value for variable in buffers])
-            for variable, value in zip(buffers, values):
+            first = tf.equal(context.replica_id_in_sync_group, 0)
+            means = context.all_reduce(
+                tf.distribute.ReduceOp.MEAN, [tf.identity(variable.value) for variable in statistics]
+            )
+            firsts = context.all_reduce(
+                tf.distribute.ReduceOp.SUM,
+                [tf.where(first, variable.value, tf.zeros_like(variable.value)) for variable in copied],
+            )
+            for variable, value in zip(statistics + copied, list(means) + list(firsts)):
                 variable.assign(value)
 
         @tf.function
@@ -365,7 +385,7 @@ class Trainer:
                     state.update(epoch=epoch, step_in_epoch=done)
                     self._save_checkpoint(state)
 
-            self._sync_buffers()
+            self._sync_replicas()
             state.update(epoch=epoch + 1, step_in_epoch=0)
             steps_done = self.steps_per_epoch
             row = {
@@ -390,7 +410,7 @@ class Trainer:
         return self._finish(state, tensorboard)
 
     def _save_checkpoint(self, state):
-        self._sync_buffers()
+        self._sync_replicas()
         saved = {key: value for key, value in state.items() if key != "variables"}
         self.checkpoints.save(state["global_step"], saved)
 
