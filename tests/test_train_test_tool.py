@@ -1,0 +1,100 @@
+"""`train/test.py` on a trained checkpoint: metrics, reports and dumps, consistent with `fit`."""
+
+import importlib.util
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import yaml
+
+from tsm_keras.training.config import load_config
+from tsm_keras.training.trainer import Trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CONFIG = {
+    "model": {"backbone": "mobilenet_v2", "num_classes": 4, "dropout": 0.0},
+    "data": {
+        "source": "synthetic",
+        "synthetic": {"num_classes": 4, "train_videos_per_class": 4, "val_videos_per_class": 2,
+                      "test_videos_per_class": 3, "num_frames": 8, "frame_size": 32},
+        "num_clips": 4, "resize_short": None, "crop_size": 32, "test_crop": "three", "test_crop_size": 32,
+    },
+    "optimizer": {"lr": 0.01},
+    "schedule": {"milestones": [], "warmup_epochs": 0},
+    "train": {"epochs": 2, "batch_per_replica": 4, "base_batch_size": 4, "seed": 1, "val_interval": 1},
+    "checkpoint": {"keep_last": 1, "save_best": True},
+    "test": {"average": "prob", "views_per_batch": 6},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("test_tool")
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(CONFIG))
+    work_dir = tmp_path / "work"
+    result = Trainer(load_config(config_path), str(work_dir), verbose=0).fit()
+    return config_path, work_dir, result
+
+
+def test_fit_leaves_the_documented_work_dir(trained):
+    _, work_dir, result = trained
+    for name in ("config.yaml", "log.csv", "curves.png", "final.weights.h5", "best.weights.h5", "best.json",
+                 "test/metrics.json", "test/confusion_matrix.png", "test/per_class.csv"):
+        assert (work_dir / name).exists(), name
+    assert [name for name in os.listdir(work_dir / "checkpoints")] == ["step-00000008"]  # keep_last 1
+    assert os.listdir(work_dir / "tensorboard")
+    assert len(result.history) == 2 and result.test_metrics["num_videos"] == 12
+    assert result.best_val_top1 is not None
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"train_{name}", os.path.join(ROOT, "train", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_test_tool_prints_metrics_and_writes_reports_and_dump(trained, tmp_path, capsys):
+    config_path, work_dir, result = trained
+    out_dir, dump = tmp_path / "reports", tmp_path / "dump" / "scores.pkl"
+    status = load_script("test").main(["--config", str(config_path), "--checkpoint",
+                                       str(work_dir / "final.weights.h5"), "--dump", str(dump),
+                                       "--out-dir", str(out_dir)])
+    assert status == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    for key in ("top1", "top5", "mean_class_accuracy"):
+        assert f"{key.replace('_', ' ')} {metrics[key]:.4f}" in printed
+    assert "12 videos, 1 clip(s) x 3 crop(s), average prob" in printed
+    assert (out_dir / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out_dir / "per_class.csv").read_text().count("\n") == 5
+    # Same weights, same protocol: the same numbers as fit's own end-of-training test.
+    for key in ("top1", "top5", "mean_class_accuracy", "pair_accuracy"):
+        assert metrics[key] == pytest.approx(result.test_metrics[key]), key
+
+    with open(tmp_path / "dump" / "scores.pkl", "rb") as handle:
+        records = pickle.load(handle)
+    document = json.loads((tmp_path / "dump" / "scores.json").read_text())
+    assert len(records) == len(document["results"]) == 12
+    scores = np.stack([record["pred_score"] for record in records])
+    labels = np.array([record["gt_label"] for record in records])
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-5)  # averaged probabilities
+    assert np.mean(scores.argmax(axis=1) == labels) == pytest.approx(metrics["top1"])
+    assert sorted(record["video_index"] for record in records) == list(range(12))
+    np.testing.assert_allclose([record["pred_score"] for record in document["results"]], scores, rtol=1e-6)
+
+
+def test_test_tool_reads_training_checkpoints_and_work_dirs(trained, tmp_path):
+    config_path, work_dir, result = trained
+    script = load_script("test")
+    for checkpoint in (work_dir / "checkpoints" / "step-00000008", work_dir):
+        out_dir = tmp_path / checkpoint.name
+        assert script.main(["--config", str(config_path), "--checkpoint", str(checkpoint),
+                            "--out-dir", str(out_dir)]) == 0
+        metrics = json.loads((out_dir / "metrics.json").read_text())
+        assert metrics["top1"] == pytest.approx(result.test_metrics["top1"])
+    assert script.main(["--config", str(config_path), "--checkpoint", str(tmp_path / "nope.weights.h5")]) == 2
