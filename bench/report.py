@@ -107,8 +107,9 @@ def shift_overhead_goals(payload):
     for model, engines in (payload or {}).get("results", {}).items():
         for engine, result in engines.items():
             overhead = result["TSM"]["median_ms"] / result["TSN"]["median_ms"] - 1.0
-            goals.append(Goal(f"shift overhead, {model} x{payload['args'].get('num_segments', '?')}, {engine}",
-                              f"<= {SHIFT_OVERHEAD_GOAL:.0%}", f"{overhead:+.1%}", round(overhead, 3) <= SHIFT_OVERHEAD_GOAL))
+            name = f"shift overhead, {model} x{payload['args'].get('num_segments', '?')}, {engine}"
+            goals.append(Goal(name, f"<= {SHIFT_OVERHEAD_GOAL:.0%}", f"{overhead:+.1%}",
+                              round(overhead, 3) <= SHIFT_OVERHEAD_GOAL))
     return goals or [Goal("shift overhead", f"<= {SHIFT_OVERHEAD_GOAL:.0%}", "-", None)]
 
 
@@ -269,6 +270,33 @@ def collect_goals(results):
     return goals
 
 
+def headline_figures(results):
+    """One line per benchmark without a goal: its main figures (training, inference efficiency)."""
+    lines = []
+    training = (results.get("training_throughput") or {}).get("results") or {}
+    for backbone, batches in training.items():
+        ok = {int(batch): result for batch, result in batches.items() if result.get("status") == "ok"}
+        if not ok:
+            continue
+        best = max(ok, key=lambda batch: ok[batch]["clips_per_s"])
+        largest = max(ok)
+        failed = sorted(int(batch) for batch, result in batches.items() if result.get("status") != "ok")
+        lines.append(
+            f"- Training TSM-{backbone}: best {ok[best]['clips_per_s']:.2f} clips/s (batch {best}); peak RSS "
+            f"{ok[largest]['peak_rss_mib'] / 1024:.1f} GiB at batch {largest}"
+            + (f"; failed at batch {', '.join(map(str, failed))}" if failed else "") + "."
+        )
+    inference = results.get("inference_efficiency")
+    if inference:
+        peak = inference["results"]["matmul"]["flop_per_s"]
+        parts = [f"batch {result['batch']}: {result['clips_per_s']:.2f} clips/s = {result['fraction_of_peak']:.0%}"
+                 for name, result in inference["results"].items() if name != "matmul"]
+        lines.append(f"- Offline inference TSM-{inference['args']['backbone']} x{inference['args']['num_segments']} "
+                     f"({inference['clip_flop'] / 1e9:.1f} GFLOP a clip) as a fraction of the measured peak "
+                     f"({peak / 1e9:.0f} GFLOP/s, float32 matmul): {'; '.join(parts)}.")
+    return lines
+
+
 def render(results, android_records=(), android_command=None, loads=None):
     """The markdown of `docs/benchmarks.md`."""
     loads = loads or {}
@@ -290,6 +318,9 @@ def render(results, android_records=(), android_command=None, loads=None):
         *[f"| {goal.name} | {goal.target} | {goal.measured} | {goal.verdict} |" for goal in goals],
         "",
     ]
+    headlines = headline_figures(results)
+    if headlines:
+        lines += ["Other figures:", "", *headlines, ""]
     busy = [name for name, load in loads.items() if max(values[0] for values in load.values()) > BUSY_LOAD]
     if busy:
         lines += [f"Measured while other work shared the CPU (1-minute load average above {BUSY_LOAD} during: "

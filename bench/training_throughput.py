@@ -10,9 +10,11 @@ clipping by global norm, the warmup learning-rate schedule) on the default
 (one-device) strategy, feeds it one fixed random batch from a repeated
 `tf.data` dataset (the input pipeline is measured by
 `bench/input_pipeline.py`), runs `--warmup` untimed steps (the first one
-traces the graph), then times `--steps` steps.
+traces the graph), then times `--steps` steps. "RSS before training" is the
+peak RSS once the TensorFlow runtime, model, optimizer and batch exist, before
+the first step; the peak RSS adds the step's activations and gradients.
 
-    python bench/training_throughput.py [--configs mobilenet_v2:1,4,8,16 resnet50:1,2,4,8] [--steps 3]
+    python bench/training_throughput.py [--configs mobilenet_v2:1,4,8,16 resnet50:1,2,4,8] [--steps 5]
 
 Configurations run one after the other (not interleaved): the clips/s are
 absolute figures of this machine, noisy when it is shared.
@@ -147,7 +149,7 @@ def main(argv=None):
     parser.add_argument("--num-segments", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--num-classes", type=int, default=400)
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (the first traces the graph)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per configuration")
     parser.add_argument("--out", default=os.path.join(RESULTS_DIR, "training_throughput.json"))
@@ -167,14 +169,14 @@ def main(argv=None):
             label = f"TSM-{backbone} x{args.num_segments}"
             if result["status"] == "ok":
                 rows.append([label, batch_size, result["step"]["median_ms"] / 1000.0, result["clips_per_s"],
-                             result["peak_rss_mib"] / 1024.0, "ok"])
+                             result["rss_before_training_mib"] / 1024.0, result["peak_rss_mib"] / 1024.0, "ok"])
                 print(f"{label} batch {batch_size}: {result['clips_per_s']:.2f} clips/s, "
                       f"step {result['step']['median_ms'] / 1000:.2f} s, peak RSS {result['peak_rss_mib']:.0f} MiB",
                       flush=True)
             else:
-                rows.append([label, batch_size, "-", "-", "-", result["error"]])
+                rows.append([label, batch_size, "-", "-", "-", "-", result["error"]])
                 print(f"{label} batch {batch_size}: {result['error']}", flush=True)
-    columns = ["model", "batch", "step s (median)", "clips/s", "peak RSS GiB", "status"]
+    columns = ["model", "batch", "step s (median)", "clips/s", "RSS before training GiB", "peak RSS GiB", "status"]
     print_table(f"Training throughput, {args.size}x{args.size} x {args.num_segments} frames", columns, rows)
     args_record = {key: value for key, value in vars(args).items() if key != "worker"}
     args_record["configs"] = [f"{backbone}:{','.join(map(str, sizes))}" for backbone, sizes in args.configs]

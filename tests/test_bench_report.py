@@ -127,6 +127,30 @@ def test_recorded_command_wins_and_figures_fall_back_to_a_table(tmp_path):
     assert "| speedup_vs_baseline | 2.5 |" in section
 
 
+def test_headline_figures_of_training_and_inference(tmp_path):
+    training = {
+        "benchmark": "training_throughput", "machine": MACHINE, "command": "python bench/training_throughput.py",
+        "columns": ["model", "batch"], "rows": [],
+        "results": {"resnet50": {
+            "1": {"status": "ok", "clips_per_s": 0.5, "peak_rss_mib": 2048.0},
+            "2": {"status": "ok", "clips_per_s": 0.75, "peak_rss_mib": 3072.0},
+            "4": {"status": "failed", "error": "exit code -9: killed"},
+        }},
+    }
+    # 2 x 4096^3 FLOP in 0.5 s = 274.9 GFLOP/s; 1 clip of 60 GFLOP in 0.5 s = 120 GFLOP/s = 43.7%.
+    inference = {
+        "benchmark": "inference_efficiency", "machine": MACHINE, "columns": ["workload"], "rows": [],
+        "args": {"backbone": "resnet50", "num_segments": 8}, "clip_flop": 60e9,
+        "results": {"matmul": {"flop_per_s": 2 * 4096**3 / 0.5},
+                    "batch 1": {"batch": 1, "clips_per_s": 2.0, "fraction_of_peak": 120e9 / (2 * 4096**3 / 0.5)}},
+    }
+    text = render(write_results(tmp_path / "results", training, inference), tmp_path)
+    assert ("- Training TSM-resnet50: best 0.75 clips/s (batch 2); peak RSS 3.0 GiB at batch 2; "
+            "failed at batch 4.") in text
+    assert ("- Offline inference TSM-resnet50 x8 (60.0 GFLOP a clip) as a fraction of the measured peak "
+            "(275 GFLOP/s, float32 matmul): batch 1: 2.00 clips/s = 44%.") in text
+
+
 def test_load_average_is_recorded_and_flagged(tmp_path, monkeypatch):
     results = write_results(tmp_path / "results", shift_overhead_payload())
     for load, moment in (((3.0, 2.0, 1.0), "start"), ((0.5, 0.25, 0.75), "end")):
