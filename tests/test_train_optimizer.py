@@ -144,3 +144,38 @@ def test_build_schedule_uses_the_config():
                                "schedule": {"milestones": [2], "warmup_epochs": 0}, "train": {"epochs": 3}})
     schedule = build_schedule(config, base_lr=0.4, steps_per_epoch=5)
     assert float(schedule(9)) == pytest.approx(0.4) and float(schedule(10)) == pytest.approx(0.04)
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_training_step(precision):
+    """Float32 variables, low-precision compute; float16 adds dynamic loss scaling."""
+    from tsm_keras.training.trainer import build_optimizer, make_train_step
+
+    config = Config.from_dict({"model": {"backbone": "mobilenet_v2", "num_classes": 4},
+                               "data": {"synthetic": {"num_classes": 4}, "resize_short": None,
+                                        "crop_size": 32, "num_clips": 2},
+                               "schedule": {"milestones": [], "warmup_epochs": 0},
+                               "train": {"epochs": 1, "precision": precision}})
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(precision)
+    try:
+        model = build_model(config)
+        optimizer = build_optimizer(config, model, 0.01)
+        step = make_train_step(model, optimizer, tf.distribute.get_strategy(), 2)
+        clips = np.random.default_rng(0).normal(size=(2, 2, 32, 32, 3)).astype("float32")
+        batch = iter(tf.data.Dataset.from_tensors((clips, np.array([0, 3], "int32"))).repeat())
+        before = model.get_layer("fc_cls").bias.numpy().copy()
+        losses = [float(step.python_function(batch)[0]) for _ in range(2)]
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+    assert model.get_layer("fc_cls").kernel.dtype == "float32"
+    assert model.get_layer("stem_conv").compute_dtype == precision.split("_")[1]
+    assert all(math.isfinite(loss) for loss in losses)
+    if precision == "mixed_float16":
+        assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        # A step whose scaled gradients overflow is skipped and halves the scale; otherwise applied.
+        applied = int(optimizer.iterations.numpy())
+        assert applied + int(round(math.log2(32768 / float(optimizer.dynamic_scale.numpy())))) == 2
+    else:
+        assert int(optimizer.iterations.numpy()) == 2
+        assert not np.array_equal(model.get_layer("fc_cls").bias.numpy(), before)
