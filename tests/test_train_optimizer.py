@@ -179,3 +179,16 @@ def test_mixed_precision_training_step(precision):
     else:
         assert int(optimizer.iterations.numpy()) == 2
         assert not np.array_equal(model.get_layer("fc_cls").bias.numpy(), before)
+
+
+def test_auto_scale_lr_and_steps_per_epoch(tmp_path):
+    from tsm_keras.training.trainer import Trainer
+
+    config = Config.from_dict({"model": {"backbone": "mobilenet_v2", "num_classes": 4},
+                               "data": {"synthetic": {"num_classes": 4, "train_videos_per_class": 10}},
+                               "optimizer": {"lr": 0.02}, "schedule": {"milestones": [], "warmup_epochs": 0},
+                               "train": {"epochs": 1, "batch_per_replica": 8, "base_batch_size": 128}})
+    plain = Trainer(config, tmp_path, auto_scale_lr=False)
+    scaled = Trainer(config, tmp_path, auto_scale_lr=True)
+    assert plain.lr == 0.02 and scaled.lr == pytest.approx(0.02 * 8 / 128)  # MMAction2's linear rule
+    assert plain.steps_per_epoch == 40 // 8
