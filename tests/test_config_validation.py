@@ -161,3 +161,54 @@ def test_cli_refuses_a_bad_config_before_any_work(tmp_path, capsys, script):
 def test_every_shipped_config_loads(name):
     config = load_config(os.path.join(CONFIG_DIR, name))
     assert config.model.num_classes >= 2
+
+
+# name: (backbone, T, epochs, weight decay, milestones, warmup epochs, clips x crops at test, test crop size)
+SEED_ROWS = {
+    "tsm_r50_1x1x8_50e_kinetics400.yaml": ("resnet50", 8, 50, 1e-4, (25, 45), 5, (1, 10), 224),
+    "tsm_r50_1x1x16_50e_kinetics400.yaml": ("resnet50", 16, 50, 1e-4, (25, 45), 5, (1, 10), 224),
+    "tsm_r50_dense_1x1x8_50e_kinetics400.yaml": ("resnet50", 8, 50, 1e-4, (25, 45), 5, (10, 10), 224),
+    "tsm_r50_nl_dot_product_1x1x8_50e_kinetics400.yaml": ("resnet50", 8, 50, 1e-4, (25, 45), 5, (1, 10), 224),
+    "tsm_r50_nl_gaussian_1x1x8_50e_kinetics400.yaml": ("resnet50", 8, 50, 1e-4, (25, 45), 5, (1, 10), 224),
+    "tsm_r50_nl_embedded_gaussian_1x1x8_50e_kinetics400.yaml":
+        ("resnet50", 8, 50, 1e-4, (25, 45), 5, (1, 10), 224),
+    "tsm_mobilenetv2_1x1x8_100e_kinetics400.yaml": ("mobilenet_v2", 8, 100, 2e-5, (40, 80), 0, (1, 3), 256),
+    "tsm_mobileone_s4_1x1x16_50e_kinetics400.yaml": ("mobileone_s4", 16, 50, 2e-5, (25, 45), 5, (1, 3), 256),
+    "tsm_r50_1x1x8_50e_sthv2.yaml": ("resnet50", 8, 50, 5e-4, (25, 45), 5, (2, 3), 256),
+    "tsm_r50_1x1x16_50e_sthv2.yaml": ("resnet50", 16, 50, 5e-4, (25, 45), 5, (2, 3), 256),
+    "tsm_r101_1x1x8_50e_sthv2.yaml": ("resnet101", 8, 50, 5e-4, (25, 45), 5, (2, 3), 256),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEED_ROWS))
+def test_seed_rows_carry_the_reference_recipe(name):
+    """The recipe and test protocol of each row, as listed in REFERENCE.md."""
+    from tsm_keras.data import resolve_flip_label_map
+
+    backbone, frames, epochs, weight_decay, milestones, warmup, views, test_size = SEED_ROWS[name]
+    config = load_config(os.path.join(CONFIG_DIR, name))
+    assert config.model.backbone == backbone and config.data.num_frames_per_clip == frames
+    assert config.train.epochs == epochs and config.optimizer.weight_decay == weight_decay
+    assert config.schedule.policy == "multistep" and config.schedule.milestones == milestones
+    assert config.schedule.warmup_epochs == warmup and config.schedule.gamma == 0.1
+    if warmup:
+        assert config.schedule.warmup_start_factor == 0.1
+    assert (config.data.num_test_clips, config.data.num_test_crops) == views
+    assert config.data.view_crop_size == test_size and config.data.crop_size == 224
+    assert (config.optimizer.lr, config.optimizer.momentum, config.optimizer.clip_grad_norm) == (0.02, 0.9, 20.0)
+    assert (config.optimizer.classifier_weight_lr_mult, config.optimizer.classifier_bias_lr_mult,
+            config.optimizer.bias_lr_mult) == (5.0, 10.0, 2.0)
+    assert config.train.batch_per_replica * 8 == config.train.base_batch_size == 128
+    assert config.model.dropout == 0.5 and config.model.init_std == 0.001 and config.test.average == "prob"
+    assert config.data.train_crop == "multiscale" and config.data.flip
+    assert config.data.mean == (123.675, 116.28, 103.53) and config.data.std == (58.395, 57.12, 57.375)
+    if "nl_" in name:
+        assert config.model.non_local == name.split("nl_")[1].split("_1x1x8")[0]
+    if "dense" in name:
+        assert config.data.dense and config.data.dense_sample_range == 64
+    flips = resolve_flip_label_map(config.data)
+    if name.endswith("sthv2.yaml"):
+        assert config.model.num_classes == 174
+        assert {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166} == flips
+    else:
+        assert config.model.num_classes == 400 and flips == {}

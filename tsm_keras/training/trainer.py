@@ -381,7 +381,8 @@ class Trainer:
                     tensorboard.scalars(state["global_step"], {
                         "train/loss": loss, "train/top1": correct / self.global_batch, "train/lr": lr,
                         "train/grad_norm": norm, "train/clips_per_s": progress.clips_per_s})
-                if checkpoint_every and state["global_step"] % checkpoint_every == 0 and done < self.steps_per_epoch:
+                mid_epoch = done < self.steps_per_epoch
+                if checkpoint_every and state["global_step"] % checkpoint_every == 0 and mid_epoch:
                     state.update(epoch=epoch, step_in_epoch=done)
                     self._save_checkpoint(state)
 
@@ -483,7 +484,8 @@ class Trainer:
 
     def _print_summary(self, seed):
         config = self.config
-        scaled = f" (auto-scaled from {config.optimizer.lr:g} x {self.global_batch}/{config.train.base_batch_size})"
+        scaled = (f" (auto-scaled: {config.optimizer.lr:g} x {self.global_batch} / "
+                  f"{config.train.base_batch_size})")
         self._log(
             f"TSM {config.model.backbone}{'' if config.model.shift else ' (TSN: no shift)'}: "
             f"{self.model.count_params():,} parameters, {config.model.num_classes} classes, "
