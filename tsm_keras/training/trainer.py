@@ -315,7 +315,7 @@ class Trainer:
         """
         config = self.config
         checkpoint_dir = os.path.join(self.work_dir, CHECKPOINT_DIR)
-        if resume is None and checkpoint_lib.latest_checkpoint(checkpoint_dir) and self.is_chief:
+        if resume is None and checkpoint_lib.latest_checkpoint(checkpoint_dir):
             raise FileExistsError(
                 f"{checkpoint_dir} already has checkpoints: pass --resume to continue that run, "
                 f"or choose another --work-dir"
