@@ -21,6 +21,7 @@ setup(
         "pyyaml>=6",
         "rich>=13",
         "matplotlib>=3.8",
+        "tensorboard>=2.21",
     ],
     extras_require={
         "video": ["av>=12"],
