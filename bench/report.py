@@ -324,7 +324,9 @@ def render(results, android_records=(), android_command=None, loads=None):
     busy = [name for name, load in loads.items() if max(values[0] for values in load.values()) > BUSY_LOAD]
     if busy:
         lines += [f"Measured while other work shared the CPU (1-minute load average above {BUSY_LOAD} during: "
-                  f"{', '.join(busy)}): ratios stay meaningful, absolute times are pessimistic.", ""]
+                  f"{', '.join(busy)}): ratios stay meaningful, absolute times are pessimistic, and a ratio "
+                  "within a few percent of its goal can land on either side from one run to the next: repeat on a "
+                  "quiet machine before reading a verdict near the threshold as final.", ""]
     known = [benchmark for benchmark, _ in SECTIONS]
     titles = dict(SECTIONS)
     order = known + sorted(name for name in results if name not in known)
