@@ -30,6 +30,7 @@ from bench.common import (  # noqa: E402
     summarize,
     write_json,
 )
+from bench.report import command_line  # noqa: E402
 from tsm_keras import build_tsm  # noqa: E402
 
 GOAL = 0.03
@@ -95,8 +96,8 @@ def main(argv=None):
     ]
     columns = ["model", "engine", "TSN ms (median)", "TSM ms (median)", "shift overhead", "<= 3%"]
     print_table(f"Temporal shift overhead, {args.size}x{args.size}, 1 clip", columns, rows)
-    write_json(args.out, {"benchmark": "shift_overhead", "args": vars(args), "columns": columns,
-                          "rows": rows, "results": results})
+    write_json(args.out, {"benchmark": "shift_overhead", "command": command_line(), "args": vars(args),
+                          "columns": columns, "rows": rows, "results": results})
 
 
 if __name__ == "__main__":
