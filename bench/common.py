@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_DIR = os.path.join(REPO_ROOT, "bench", "results")
 
 
 def machine_facts():
@@ -109,10 +110,23 @@ def _cell(value):
     return str(value)
 
 
+def repo_relative(value):
+    """`value` relative to the repository root when it is a path inside it."""
+    if isinstance(value, str) and value.startswith(REPO_ROOT + os.sep):
+        return os.path.relpath(value, REPO_ROOT)
+    return value
+
+
 def write_json(path, payload):
-    """Writes `payload` (plus machine facts) as JSON; creates the folder."""
+    """Writes `payload` (plus machine facts) as JSON; creates the folder.
+
+    Paths inside the repository recorded in `payload["args"]` are stored
+    relative to its root, so results read the same from any checkout.
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     payload = {"machine": machine_facts(), **payload}
+    if isinstance(payload.get("args"), dict):
+        payload["args"] = {key: repo_relative(value) for key, value in payload["args"].items()}
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2)
     print(f"wrote {path}")

@@ -25,10 +25,9 @@ import os
 import shlex
 import sys
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import RESULTS_DIR, markdown_table  # noqa: E402
+from bench.common import REPO_ROOT, RESULTS_DIR, markdown_table, repo_relative  # noqa: E402
 
 DEFAULT_OUT = os.path.join(REPO_ROOT, "docs", "benchmarks.md")
 ANDROID_HOST_DIR = "android_bench_host"
@@ -53,9 +52,7 @@ INPUT_PIPELINE_GOAL = 2.0
 def command_line(argv=None):
     """The command that ran this script, as typed from the repository root."""
     argv = list(sys.argv if argv is None else argv)
-    script = os.path.abspath(argv[0])
-    if script.startswith(REPO_ROOT + os.sep):
-        script = os.path.relpath(script, REPO_ROOT)
+    script = repo_relative(os.path.abspath(argv[0]))
     return shlex.join(["python", script, *argv[1:]])
 
 
@@ -70,8 +67,7 @@ def command_from_args(benchmark, args):
         flag = "--" + key.replace("_", "-")
         if value is None or value is False:
             continue
-        if isinstance(value, str) and value.startswith(REPO_ROOT + os.sep):
-            value = os.path.relpath(value, REPO_ROOT)
+        value = repo_relative(value)
         if value is True:
             words.append(flag)
         elif isinstance(value, (list, tuple)):
