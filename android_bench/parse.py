@@ -28,7 +28,6 @@ import re
 LITERT = "litert"
 CURRENT = "current"
 LEGACY = "legacy"
-FORMATS = (LITERT, CURRENT, LEGACY)
 
 # C++ streams print doubles with 6 significant digits, switching to
 # scientific notation (1.23457e+06) for large values; "nan" / "-nan" appear

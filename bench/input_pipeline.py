@@ -32,10 +32,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from bench.common import RESULTS_DIR, print_table, write_json  # noqa: E402
+from tsm_keras.data.config import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 SOURCES = ("bikes.mp4", "bigbuckbunny.mp4")
-MEAN = np.array([123.675, 116.28, 103.53], np.float32)
-STD = np.array([58.395, 57.12, 57.375], np.float32)
+MEAN = np.array(IMAGENET_MEAN, np.float32)
+STD = np.array(IMAGENET_STD, np.float32)
 
 
 def make_video_list(directory, num_videos):

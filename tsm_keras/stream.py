@@ -44,7 +44,7 @@ def decode_frames(path, short_side, decode_threads=0):
     import av
 
     from tsm_keras.data import DataError
-    from tsm_keras.data.sources import resized_shape
+    from tsm_keras.data.sources import frame_to_rgb, resized_shape
 
     try:
         container = av.open(os.fspath(path), metadata_errors="ignore")
@@ -59,7 +59,7 @@ def decode_frames(path, short_side, decode_threads=0):
         try:
             for frame in container.decode(stream):
                 height, width = resized_shape(frame.height, frame.width, short_side)
-                yield frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+                yield frame_to_rgb(frame, height, width)
         except av.FFmpegError as error:
             raise DataError(os.fspath(path), "truncated", f"decoding stopped: {error}") from None
 

@@ -105,6 +105,11 @@ def _check_unknown_keys(cls, values, prefix):
         raise ValueError(f"{prefix}.{unknown[0]}: unknown option (known options: {', '.join(sorted(known))})")
 
 
+# ImageNet statistics on 0..255 RGB: the normalisation of every seed recipe.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
 @dataclasses.dataclass
 class SyntheticConfig:
     """Options of the built-in temporal dataset (`tsm_keras.data.synthetic`).
@@ -259,8 +264,8 @@ class DataConfig:
     test_crop_size: Optional[int] = None
     flip: bool = True
     flip_label_map: FlipLabelMap = "auto"
-    mean: tuple = (123.675, 116.28, 103.53)
-    std: tuple = (58.395, 57.12, 57.375)
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
     # Robustness and speed.
     on_error: str = "skip"
     num_parallel_calls: int = -1

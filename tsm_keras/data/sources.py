@@ -149,7 +149,7 @@ class VideoReader:
         if self.pts is None:
             for position, frame in enumerate(container.decode(stream)):
                 if position in wanted_set:
-                    decoded[position] = _to_rgb(frame, height, width)
+                    decoded[position] = frame_to_rgb(frame, height, width)
                 if position >= wanted[-1]:
                     return
             return
@@ -174,14 +174,15 @@ class VideoReader:
                 for frame in codec.decode(packet):
                     position = self._rank.get(frame.pts, position + 1)
                     if position in wanted_set and position not in decoded:
-                        decoded[position] = _to_rgb(frame, height, width)
+                        decoded[position] = frame_to_rgb(frame, height, width)
                 if position >= target:
                     break
             else:
                 return  # end of stream (the final empty packet flushed the decoder)
 
 
-def _to_rgb(frame, height, width):
+def frame_to_rgb(frame, height, width):
+    """RGB uint8 `(height, width, 3)` of a PyAV frame, resized if needed."""
     if frame.height == height and frame.width == width:
         return frame.to_ndarray(format="rgb24")
     # Scale in the decoder's pixel format, then convert: swscale's one-step

@@ -37,11 +37,10 @@ import json
 import os
 from typing import Optional
 
+from tsm_keras.data.config import IMAGENET_MEAN, IMAGENET_STD
 from tsm_keras.export import flatbuffer
 
 FORMAT = "tsm_keras.litert/1"
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 @dataclasses.dataclass

@@ -46,10 +46,6 @@ class LiteRTModel:
     def input_names(self):
         return tuple(self.input_details)
 
-    @property
-    def output_names(self):
-        return tuple(self.output_details)
-
     def _quantization(self, details):
         scale, zero_point = details["quantization"]
         return float(scale), int(zero_point)

@@ -34,6 +34,7 @@ import dataclasses
 import os
 import re
 
+from tsm_keras.data.config import IMAGENET_MEAN, IMAGENET_STD
 from tsm_keras.models import mobileone
 from tsm_keras.models.tsm import build_tsm
 from tsm_keras.weights.checkpoint import read_checkpoint
@@ -41,7 +42,7 @@ from tsm_keras.weights.key_maps import SCHEMES, SOURCES, torchvision_head_keys
 
 # ImageNet statistics on 0..255 RGB, used by every seed row (MMAction2 configs;
 # mit-han-lab's [0.485, 0.456, 0.406] / [0.229, 0.224, 0.225] on 0..1 are the same).
-IMAGENET_NORMALIZATION = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
+IMAGENET_NORMALIZATION = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 DEFAULT_NUM_SEGMENTS = 8
 NON_LOCAL_HINTS = {
     "dot_product": ("dot_product", "dot-product", "dotproduct"),
