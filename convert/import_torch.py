@@ -33,6 +33,7 @@ from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from tsm_keras.data.annotations import write_label_map  # noqa: E402
 from tsm_keras.weights import import_torch_checkpoint  # noqa: E402
 from tsm_keras.weights.key_maps import SOURCES  # noqa: E402
 
@@ -91,8 +92,7 @@ def main(argv=None):
     summary_path, labels_path = sidecar_paths(args.out)
     summary = imported.summary()
     if imported.class_names:
-        with open(labels_path, "w", encoding="utf-8") as handle:
-            handle.write("\n".join(imported.class_names) + "\n")
+        write_label_map(labels_path, imported.class_names)
         summary["labels_file"] = os.path.abspath(labels_path)
     with open(summary_path, "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)

@@ -29,14 +29,19 @@ class LiteRTModel:
     """
 
     def __init__(self, interpreter, num_threads=None):
+        source = "the given interpreter"
         if not hasattr(interpreter, "get_signature_runner"):
             from ai_edge_litert.interpreter import Interpreter
 
-            interpreter = Interpreter(model_path=str(interpreter), num_threads=num_threads)
+            source = str(interpreter)
+            interpreter = Interpreter(model_path=source, num_threads=num_threads)
         self.interpreter = interpreter
         signatures = interpreter.get_signature_list()
         if len(signatures) != 1:
-            raise ValueError(f"expected one signature, found {sorted(signatures)}")
+            raise ValueError(
+                f"{source}: expected one signature (tsm_keras exports `serving_default`), "
+                f"found {sorted(signatures)}"
+            )
         self.signature_key = next(iter(signatures))
         self.runner = interpreter.get_signature_runner(self.signature_key)
         self.input_details = self.runner.get_input_details()
