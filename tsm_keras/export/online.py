@@ -33,7 +33,7 @@ from keras import ops
 
 from tsm_keras.layers import UNIDIRECTIONAL, shift_fold
 from tsm_keras.models.backbones import get_backbone
-from tsm_keras.models.temporal import SHIFT_PLACES
+from tsm_keras.models.temporal import TemporalContext
 
 IMAGE_NAME = "image"
 LOGITS_NAME = "logits"
@@ -100,7 +100,7 @@ class OnlineTemporalShift(keras.layers.Layer):
         return config
 
 
-class OnlineContext:
+class OnlineContext(TemporalContext):
     """A `TemporalContext` for one frame: each shift reads and writes a state.
 
     The backbone builders call `context.shift(x, name)` wherever TSM shifts.
@@ -127,24 +127,19 @@ class OnlineContext:
     ['state_block2_shift']
     """
 
-    num_segments = 1
-    direction = UNIDIRECTIONAL
-    non_local_mode = None
-    use_temporal_pool = False
-
     def __init__(self, shift_div=8, shift_place="blockres", bn_momentum=0.9, batch_size=1):
-        if shift_place not in SHIFT_PLACES:
-            raise ValueError(f"shift_place must be one of {SHIFT_PLACES}, got {shift_place!r}")
-        self.shift_div = int(shift_div or 0)
-        self.shift_place = shift_place
-        self.bn_momentum = bn_momentum
+        # One frame, uni-directional, no temporal pool or Non-local: the base
+        # class validates the rest and leaves those hooks as the identity.
+        super().__init__(
+            num_segments=1,
+            shift_div=shift_div,
+            shift_place=shift_place,
+            direction=UNIDIRECTIONAL,
+            bn_momentum=bn_momentum,
+        )
         self.batch_size = int(batch_size)
         self.state_inputs = {}
         self.next_states = {}
-
-    @property
-    def shifts(self):
-        return self.shift_div > 0
 
     def shift(self, x, name):
         if not self.shifts:
@@ -162,14 +157,6 @@ class OnlineContext:
         self.state_inputs[key] = state
         self.next_states[key] = next_state
         return shifted
-
-    def temporal_pool(self, x, name):
-        """Identity: a model with temporal pooling is refused before building."""
-        return x
-
-    def non_local(self, x, name):
-        """Identity: a model with Non-local blocks is refused before building."""
-        return x
 
 
 def check_online_compatible(config):
