@@ -28,8 +28,8 @@ def load_data_config(path):
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping with a 'data' section, got {type(values).__name__}")
     if "data" in values:
-        return DataConfig.from_dict(values["data"] or {}, prefix=f"{path}: data")
-    return DataConfig.from_dict(values, prefix=f"{path}: data")
+        return DataConfig.from_dict(values["data"] or {}, path=f"{path}: data")
+    return DataConfig.from_dict(values, path=f"{path}: data")
 
 
 def resolve_labels(num_classes, labels=None, data_config=None):
