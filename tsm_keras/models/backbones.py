@@ -24,12 +24,19 @@ class BackboneSpec:
         keras_application: `keras.applications` constructor whose ImageNet
             weights the `"keras"` layout accepts, or None.
         keras_name: maps a `keras.applications` layer name to ours.
+        shift_places: the shift placements it implements (`"blockres"`,
+            `"block"`).
+        supports_non_local: whether it can carry Non-local blocks.
+        supports_temporal_pool: whether it can halve T before a stage.
     """
 
     features: Callable
     layouts: tuple = ("keras", "torch")
     keras_application: Optional[Callable] = None
     keras_name: Optional[Callable] = None
+    shift_places: tuple = ("blockres", "block")
+    supports_non_local: bool = False
+    supports_temporal_pool: bool = False
 
 
 BACKBONES = {
@@ -37,11 +44,15 @@ BACKBONES = {
         features=functools.partial(resnet.resnet_features, depth=50),
         keras_application=keras.applications.ResNet50,
         keras_name=resnet.keras_applications_name,
+        supports_non_local=True,
+        supports_temporal_pool=True,
     ),
     "resnet101": BackboneSpec(
         features=functools.partial(resnet.resnet_features, depth=101),
         keras_application=keras.applications.ResNet101,
         keras_name=resnet.keras_applications_name,
+        supports_non_local=True,
+        supports_temporal_pool=True,
     ),
     "mobilenet_v2": BackboneSpec(
         features=mobilenet_v2.mobilenet_v2_features,

@@ -333,5 +333,6 @@ for _variant in VARIANTS:
         BackboneSpec(
             features=functools.partial(mobileone_features, variant=_variant),
             layouts=("torch",),
+            shift_places=("block",),
         ),
     )
