@@ -11,7 +11,7 @@
 - `runtime`: `LiteRTModel`, an ai-edge-litert model called by signature names.
 """
 
-from tsm_keras.export.online import (
+from tsm_keras.models.online import (
     OnlineContext,
     OnlineTSM,
     OnlineTemporalShift,
