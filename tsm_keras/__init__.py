@@ -3,7 +3,6 @@
 __version__ = "0.1.0"
 
 from tsm_keras.layers import MergeSegments, NonLocal, SegmentConsensus, TemporalPool, TemporalShift
-from tsm_keras.models import TSM, build_tsm, model_complexity
-from tsm_keras.export import OnlineTSM, build_online
+from tsm_keras.models import TSM, OnlineTSM, TSMSpec, build_online, build_tsm, model_complexity
 from tsm_keras.models.reparameterize import reparameterize
 from tsm_keras.weights import import_torch_checkpoint, load_torch_checkpoint

@@ -25,7 +25,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from tsm_keras.export.online import IMAGE_NAME
+from tsm_keras.models.online import IMAGE_NAME
 from tsm_keras.export.tflite import CLIP_NAME
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")

@@ -10,7 +10,7 @@ import os
 import yaml
 
 from tsm_keras.export import calibration, metadata, tflite
-from tsm_keras.export.online import build_online
+from tsm_keras.models.online import build_online
 
 MODES = ("offline", "online")
 
