@@ -39,11 +39,15 @@ def test_defaults_are_the_mmaction2_r50_recipe():
     assert config.model.dropout == 0.5 and config.model.init_std == 0.001
 
 
-def test_model_kwargs_take_segments_and_frame_size_from_data():
+def test_model_spec_takes_segments_and_frame_size_from_data():
     config = Config.from_dict(MINIMAL)
-    kwargs = config.model.build_kwargs(config.data)
-    assert kwargs["num_segments"] == config.data.num_frames_per_clip == 8
-    assert kwargs["input_shape"] == (32, 32, 3)
+    spec = config.model_spec()
+    assert spec.num_segments == config.data.num_frames_per_clip == 8
+    assert spec.input_shape == (32, 32, 3)
+    assert config.model_spec(input_size=48).input_shape == (48, 48, 3)
+    assert (spec.backbone, spec.num_classes, spec.shift_div) == ("mobilenet_v2", 4, 8)
+    tsn = Config.from_dict({**MINIMAL, "model": {**MINIMAL["model"], "shift": False}})
+    assert tsn.model_spec().shift_div == 0
 
 
 def test_round_trip_through_yaml(tmp_path):

@@ -111,7 +111,7 @@ class TSMSpec(ConfigSection):
         backbone = get_backbone(self.backbone)
         if self.layout not in backbone.layouts:
             self.fail("layout", f"one of the layouts of {self.backbone!r} {list(backbone.layouts)}", self.layout)
-        if self.shift_div and self.shift_place not in backbone.shift_places:
+        if self.shifts and self.shift_place not in backbone.shift_places:
             self.fail("shift_place", f"one of the shift places of {self.backbone!r} {list(backbone.shift_places)}",
                       self.shift_place)
         if self.non_local is not None and not backbone.supports_non_local:

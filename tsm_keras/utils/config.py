@@ -46,9 +46,7 @@ class ConfigError(ValueError):
     """
 
     def __init__(self, message, path=None):
-        if isinstance(path, str):
-            path = tuple(path.split("."))
-        self.path = tuple(path or ())
+        self.path = _parts(path)
         self.problem = message
         super().__init__(f"{'.'.join(self.path)}: {message}" if self.path else message)
 
@@ -69,7 +67,9 @@ class Invalid(Exception):
 
 
 def _parts(path):
-    return tuple(path.split(".")) if isinstance(path, str) else tuple(path)
+    if isinstance(path, str):
+        return tuple(path.split(".")) if path else ()
+    return tuple(path or ())
 
 
 # ------------------------------------------------------------------ checks
@@ -223,12 +223,12 @@ def optional(check):
 
 
 def section(section_class):
-    """A nested section: an instance of `section_class` or the mapping of its options."""
+    """A nested section: an instance of `section_class`, the mapping of its options, or null (defaults)."""
 
     def convert(value):
         if isinstance(value, section_class):
             return value
-        if isinstance(value, dict):
+        if value is None or isinstance(value, dict):
             return section_class.from_dict(value)
         return REFUSE
 
