@@ -34,6 +34,7 @@ from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from tsm_keras.data.annotations import write_label_map  # noqa: E402
+from tsm_keras.models.spec import DIRECTIONS, NON_LOCAL_MODES  # noqa: E402
 from tsm_keras.weights import import_torch_checkpoint  # noqa: E402
 from tsm_keras.weights.key_maps import SOURCES  # noqa: E402
 
@@ -46,8 +47,8 @@ def parse_args(argv):
     parser.add_argument("--arch", help="backbone the checkpoint must hold (checked, not forced)")
     parser.add_argument("--num-segments", type=int, help="frames per clip T")
     parser.add_argument("--shift-div", type=int, help="1/shift_div of the channels shift each way")
-    parser.add_argument("--non-local", choices=("dot_product", "gaussian", "embedded_gaussian"))
-    parser.add_argument("--direction", choices=("bidirectional", "unidirectional"))
+    parser.add_argument("--non-local", choices=NON_LOCAL_MODES)
+    parser.add_argument("--direction", choices=DIRECTIONS)
     parser.add_argument("--input-size", default="224", help="frame size: S or HxW (default 224)")
     parser.add_argument("--shift-segments", type=int,
                         help="MobileOne: clip length the shifts assume (default: from the stored config)")

@@ -216,3 +216,39 @@ def test_seed_rows_carry_the_reference_recipe(name):
         assert {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166} == flips
     else:
         assert config.model.num_classes == 400 and flips == {}
+
+
+def test_num_classes_must_match_the_label_map_of_file_based_data(tmp_path):
+    """A 2-name label map with an inherited `num_classes: 10` is refused, naming both."""
+    (tmp_path / "labels.txt").write_text("open\nclose\n")
+    (tmp_path / "train.txt").write_text("a.mp4 0\n")
+    base = {"model": {"backbone": "mobilenet_v2", "num_classes": 10}, "schedule": {"milestones": [2]},
+            "train": {"epochs": 6}}
+    write(tmp_path, base, "base.yaml")
+    child = {"base": "base.yaml", "data": {"source": "video", "train_list": str(tmp_path / "train.txt"),
+                                           "label_map": str(tmp_path / "labels.txt")}}
+    path = write(tmp_path, child, "child.yaml")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert f"model.num_classes: expected 2 (the classes of data.label_map '{tmp_path / 'labels.txt'}'), got 10" \
+        in str(error.value)
+    assert load_config(path, ["model.num_classes=2"]).model.num_classes == 2
+    with pytest.raises(ConfigError, match=r"data\.label_map: label map .*missing\.txt"):
+        load_config(path, ["model.num_classes=2", f"data.label_map={tmp_path / 'missing.txt'}"])
+
+
+def test_resolved_config_drops_the_synthetic_block_of_a_base(tmp_path):
+    write(tmp_path, MINIMAL, "parent.yaml")
+    child = {"base": "parent.yaml", "data": {"source": "video", "train_list": "train.txt"}}
+    config = load_config(write(tmp_path, child, "child.yaml"))
+    assert "synthetic" not in config.to_dict()["data"]
+    assert "synthetic" in Config.from_dict(MINIMAL).to_dict()["data"]  # kept when it is used
+    again = load_config(write(tmp_path, yaml.safe_load(config.to_yaml()), "again.yaml"))
+    assert again.to_dict() == config.to_dict()
+
+
+def test_base_path_may_be_absolute(tmp_path):
+    parent = write(tmp_path, MINIMAL, "parent.yaml")
+    (tmp_path / "sub").mkdir()
+    child = write(tmp_path, {"base": parent, "train": {"epochs": 4}}, "sub/child.yaml")
+    assert load_config(child).train.epochs == 4
