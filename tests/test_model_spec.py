@@ -25,6 +25,7 @@ def test_defaults_are_the_tsm_r50_recipe():
     }
     assert TSMSpec().input_shape == (224, 224, 3) and TSMSpec().shifts
     assert not TSMSpec(shift_div=0).shifts  # the TSN twin
+    assert TSMSpec(backbone_options=None).backbone_options == {}  # the keyword form of earlier versions
 
 
 @pytest.mark.parametrize(

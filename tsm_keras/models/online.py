@@ -291,8 +291,7 @@ def build_online(model, batch_size=1):
     spec = getattr(model, "spec", None)
     if not isinstance(spec, TSMSpec):
         raise TypeError(f"build_online expects a tsm_keras.TSM, got {type(model).__name__}")
-    check_online_compatible(spec)
-    online = OnlineTSM(spec, batch_size=batch_size)
+    online = OnlineTSM(spec, batch_size=batch_size)  # refuses non-causal specs
     copy_weights_by_name(model, online)
     return online
 

@@ -1,10 +1,10 @@
 """`TSMSpec`: the architecture of a TSM, its defaults and its validation, in one place.
 
-Every consumer of the architecture takes a spec: the offline `TSM` (its
-`get_config` is the spec's dict), the per-frame `OnlineTSM`, `build_tsm`, the
-`model:` section of a training config (a spec plus training-only keys) and
-the checkpoint importer. The allowed values are declared where they are
-implemented and gathered here:
+The models take a spec: the offline `TSM` (its `get_config` is the spec's
+dict) and the per-frame `OnlineTSM`; `build_tsm(**fields)` builds one, and
+the `model:` section of a training config is a spec plus training-only keys.
+The allowed values are declared where they are implemented and gathered
+here:
 
 - `SHIFT_PLACES` (`tsm_keras.models.temporal`): `"blockres"`, `"block"`;
 - `DIRECTIONS` (`tsm_keras.layers`): `"bidirectional"`, `"unidirectional"`;
@@ -79,7 +79,7 @@ class TSMSpec(ConfigSection):
             short trainings).
         init_std: float > 0, std of the classifier's normal initialiser.
         backbone_options: dict of extra keyword arguments for the backbone
-            builder (MobileOne: `deploy`, `shift_segments`).
+            builder (MobileOne: `deploy`, `shift_segments`); None is `{}`.
 
     Example:
 
@@ -104,7 +104,7 @@ class TSMSpec(ConfigSection):
     dropout: float = option(0.5, number(low=0, high=1, high_open=True))
     bn_momentum: float = option(0.9, number(low=0, high=1, high_open=True))
     init_std: float = option(0.001, number(low=0, low_open=True))
-    backbone_options: dict = option(check=mapping(), default_factory=dict)
+    backbone_options: dict = option(check=mapping(null_is_empty=True), default_factory=dict)
 
     def validate(self):
         """What the backbone supports (asked of its `BackboneSpec`, no name checks)."""

@@ -32,7 +32,8 @@ import tensorflow as tf
 
 from tsm_keras.data import build_test_dataset, build_train_dataset, num_train_videos
 from tsm_keras.training import checkpoint as checkpoint_lib
-from tsm_keras.training.builders import (  # noqa: F401 (the work-dir names are part of this module's API)
+from tsm_keras.training import distribute, evaluation, reporting
+from tsm_keras.training.builders import (  # noqa: F401 (freeze_partial_bn: re-exported)
     BEST_INFO,
     BEST_WEIGHTS,
     CHECKPOINT_DIR,
@@ -43,11 +44,8 @@ from tsm_keras.training.builders import (  # noqa: F401 (the work-dir names are 
     TENSORBOARD_DIR,
     TEST_DIR,
     build_model,
-    class_names,
     freeze_partial_bn,
-    time_reversed_pairs,
 )
-from tsm_keras.training import distribute, evaluation, reporting
 from tsm_keras.training.config import ConfigError
 from tsm_keras.training.optimizer import GroupedSGD, all_reduce_gradients, reference_param_groups
 from tsm_keras.training.schedule import build_schedule

@@ -170,10 +170,17 @@ def text(allow_empty=False):
     return Check("a non-empty string", lambda value: value if isinstance(value, str) and value else REFUSE)
 
 
-def mapping():
-    """A mapping with string keys, returned as a new dict."""
-    return Check("a mapping with string keys", lambda value: dict(value)
-                 if isinstance(value, dict) and all(isinstance(key, str) for key in value) else REFUSE)
+def mapping(null_is_empty=False):
+    """A mapping with string keys, returned as a new dict (`null_is_empty`: None gives `{}`)."""
+
+    def convert(value):
+        if value is None and null_is_empty:
+            return {}
+        if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+            return dict(value)
+        return REFUSE
+
+    return Check("a mapping with string keys", convert)
 
 
 def numbers(length=None, low=None, high=None, low_open=False):
@@ -256,6 +263,23 @@ class ConfigSection:
       message (`"key"` or `"option"`);
     - optionally `validate(self)`, the rules between fields, which calls
       `self.fail(name, expected, value)`.
+
+    Example:
+
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Crop(ConfigSection):
+    ...     SECTION = "data.crop"
+    ...     size: int = option(224, positive_int())
+    ...     scale: tuple = option((0.5, 1.0), numbers(length=2, low=0, high=1))
+    ...     def validate(self):
+    ...         if self.scale[0] > self.scale[1]:
+    ...             self.fail("scale", "[low, high] with low <= high", list(self.scale))
+    >>> Crop.from_dict({"size": 112}).to_dict()
+    {'size': 112, 'scale': [0.5, 1.0]}
+    >>> Crop(scale=[1, 0.5])
+    Traceback (most recent call last):
+    ...
+    tsm_keras.utils.config.ConfigError: data.crop.scale: expected [low, high] with low <= high, got [1.0, 0.5]
     """
 
     SECTION = ""
