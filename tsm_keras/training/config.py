@@ -50,9 +50,10 @@ VAL_PROTOCOLS = ("center", "test")
 class ModelConfig(TSMSpec):
     """The `model:` section: a `TSMSpec` plus the training-only keys.
 
-    `num_segments` and `input_shape` are not keys of the section: they are
-    the data's `num_frames_per_clip` and `(crop_size, crop_size, 3)`, joined
-    in by `tsm_spec(data)`.
+    `num_segments` and `input_shape` are not keys of the section (they are
+    refused, and left out of `to_dict`): they are the data's
+    `num_frames_per_clip` and `(crop_size, crop_size, 3)`, joined in by
+    `tsm_spec(data)` (`Config.model_spec()`), so read them from there.
 
     Args:
         backbone, num_classes, shift_div, shift_place, direction, non_local,
@@ -66,6 +67,7 @@ class ModelConfig(TSMSpec):
     """
 
     FROM_DATA = ("num_segments", "input_shape")
+    __hash__ = TSMSpec.__hash__
 
     shift: bool = option(True, boolean())
     weights: Optional[str] = option(None, optional(text()))
