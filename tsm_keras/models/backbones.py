@@ -12,6 +12,8 @@ from typing import Callable, Optional
 import keras
 
 from tsm_keras.models import mobilenet_v2, resnet
+from tsm_keras.models.layout import LAYOUTS
+from tsm_keras.models.temporal import SHIFT_PLACES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,10 +33,10 @@ class BackboneSpec:
     """
 
     features: Callable
-    layouts: tuple = ("keras", "torch")
+    layouts: tuple = LAYOUTS
     keras_application: Optional[Callable] = None
     keras_name: Optional[Callable] = None
-    shift_places: tuple = ("blockres", "block")
+    shift_places: tuple = SHIFT_PLACES
     supports_non_local: bool = False
     supports_temporal_pool: bool = False
 
