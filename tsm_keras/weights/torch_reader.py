@@ -518,7 +518,7 @@ def _record_key(value, path):
 def _load_zip(path):
     archive = zipfile.ZipFile(path)
     names = set(archive.namelist())
-    pickles = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
+    pickles = sorted(n for n in names if n.endswith("data.pkl") and n.count("/") == 1)
     if not pickles:
         raise CheckpointFormatError(f"{path}: zip file without a '<archive>/data.pkl' record")
     prefix = pickles[0][: -len("data.pkl")]
