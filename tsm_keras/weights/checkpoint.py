@@ -47,8 +47,12 @@ MAX_WALK_NODES = 100_000
 MAX_WALK_DEPTH = 12
 
 
-class UnsafeCheckpointError(ValueError):
-    """The weights of a checkpoint hold something other than tensors."""
+class UnsafeCheckpointError(CheckpointFormatError):
+    """The weights of a checkpoint hold something other than tensors.
+
+    A `CheckpointFormatError`, so that one `except` covers every file the
+    reader refuses.
+    """
 
 
 @dataclasses.dataclass
@@ -223,7 +227,7 @@ def read_checkpoint(path):
     saved = read_torch_file(path)
     try:
         return _split_checkpoint(path, saved)
-    except (UnsafeCheckpointError, CheckpointFormatError):
+    except CheckpointFormatError:
         raise
     except Exception as error:  # whatever else a hostile file provokes is a format error
         raise unreadable(path, error) from None
