@@ -60,9 +60,10 @@ LEGACY_PROTOCOL_VERSION = 1001
 # 8192 classes and refuses what would copy more (e.g. hostile stride-0 views).
 MAX_TENSOR_ELEMENTS = 2**24
 MAX_TENSOR_DIMS = 8
-# data.pkl of a real checkpoint is kilobytes to a few MB (mmengine's training logs);
-# each opcode creates at most one object, so the caps bound unpickling at a few hundred MB.
-MAX_PICKLE_BYTES = 128 * 2**20
+# data.pkl of a real checkpoint is kilobytes to tens of MB (mmengine's training logs).
+# Each opcode creates at most one object (~250 bytes for an empty set) and a string
+# costs at most 4 bytes per byte of pickle, so unpickling stays within ~600 MB.
+MAX_PICKLE_BYTES = 64 * 2**20
 MAX_PICKLE_OPS = 2**22
 MAX_TUPLE_NODES = 100_000
 
@@ -232,7 +233,7 @@ class Storage:
         dtype = self.dtype
         if dtype.kind != "V" and dtype.itemsize > 1:  # bfloat16, bytes and bool have no byte order
             dtype = dtype.newbyteorder("<" if self.byteorder == "little" else ">")
-        return np.frombuffer(data, dtype=dtype).astype(self.dtype.newbyteorder("="))
+        return np.frombuffer(data, dtype=dtype).astype(self.dtype.newbyteorder("="), copy=False)
 
 
 class StorageView:
