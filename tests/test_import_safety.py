@@ -366,10 +366,15 @@ def write_zeros(size):
 
 
 def test_zip_bomb_record_is_refused_from_its_header(tmp_path):
-    # A 3-element storage whose deflated record inflates to 3 GiB.
+    # A 3-element storage (the normalisation, read by every import) whose deflated record
+    # inflates to 3 GiB.
     bomb = write_raw_checkpoint(
         tmp_path / "zip_bomb.pth",
-        lambda storage, hooks: {"state_dict": {"backbone.conv1.weight": rebuild(storage, hooks, 0, (3,), (1,))}},
+        lambda storage, hooks: {"state_dict": {
+            "data_preprocessor.mean": rebuild(storage, hooks, 0, (3,), (1,)),
+            "data_preprocessor.std": rebuild(storage, hooks, 0, (3,), (1,)),
+            "backbone.conv1.weight": rebuild(storage, hooks, 0, (3,), (1,)),
+        }},
         numel=3,
         record=write_zeros(3 * 2**30),
         compression=zipfile.ZIP_DEFLATED,
