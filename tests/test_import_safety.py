@@ -459,6 +459,8 @@ def test_odd_records_are_format_errors(tmp_path):
             r"shape \(1000000000000, 0\) is too large",
         raw("strided_past", lambda storage, hooks: {"w": rebuild(storage, hooks, 0, (2, 2), (2, 1))}, numel=3):
             "reaches past its storage of 3 elements",
+        raw("int_key", lambda storage, hooks: {"w": rebuild(storage, hooks, 0, (1,), (1,)), 7: 1}):
+            "weights has the key 7, not a name",
         raw("huge_numel", lambda storage, hooks: {"w": storage}, numel=2**60, record=lambda s: s.write(bytes(4))):
             r"record 'archive/data/0' is truncated: it declares 4 bytes",
     }

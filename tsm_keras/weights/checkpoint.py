@@ -238,6 +238,8 @@ def _split_checkpoint(path, saved):
     weights, location, others = _find_weights(saved, path)
     tensors, dropped = {}, []
     for key, value in weights.items():
+        if not isinstance(key, str):
+            raise CheckpointFormatError(f"{path}: weights{location} has the key {describe(key)}, not a name")
         if not isinstance(value, TorchTensor):
             what = (
                 f"a pickled {inert_name(value)} object (it was NOT executed)"
