@@ -12,12 +12,15 @@ REASONS = {
     "bad_line": "unreadable list line",
     "bad_label": "label outside the label map",
     "missing": "missing file",
+    "unreadable": "unreadable file (permission or I/O error)",
     "empty": "zero bytes",
     "not_video": "not a video (or unreadable container)",
     "truncated": "truncated",
     "no_frames": "zero decodable frames",
     "frame_gap": "frame folder with gaps",
     "bad_frame": "undecodable frame",
+    # Not a skip: the whole list, when a pass over it read nothing.
+    "nothing_read": "no video of the list could be read",
 }
 
 
