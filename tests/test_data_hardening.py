@@ -91,7 +91,7 @@ def sweep(real_clips):
     for name, path in clips.items():
         data = open(path, "rb").read()
         index_start = data.find(b"moov") - 4 if name == "index_last.mp4" else len(data)
-        for offset in _cut_offsets(len(data), index_start, 36):
+        for offset in _cut_offsets(len(data), index_start, 60):
             names.append(f"cut_{offset:05d}_{name}")
             (root / names[-1]).write_bytes(data[:offset])
         for flip in range(8):
@@ -312,3 +312,65 @@ def test_training_on_a_list_with_nothing_decodable_stops_after_one_pass(tmp_path
                              r"2 skipped \(missing file: 1, not a video"):
         next(iter(dataset))
     assert report.summaries[0].num_ok == 0
+
+
+def test_make_tfrecords_never_leaves_shards_without_their_index(real_clips, tmp_path, capsys):
+    from tsm_keras.data.make_tfrecords import main as make_tfrecords
+    from tsm_keras.data.tfrecords import read_index
+
+    root, clips = real_clips
+    data = open(clips["index_last.mp4"], "rb").read()
+    (tmp_path / "no_decoder.mp4").write_bytes(data[:5100])  # a stream without a decoder context
+    _good_video(tmp_path / "good.mp4", 1)
+    (tmp_path / "good.txt").write_text("good.mp4 0\n")
+    (tmp_path / "mixed.txt").write_text("good.mp4 0\nno_decoder.mp4 1\ngood.mp4 2\n")
+    out = tmp_path / "out"
+    assert make_tfrecords([str(tmp_path / "good.txt"), str(tmp_path), str(out), "--shards", "2"]) == 0
+    before = sorted(os.listdir(out))
+    assert before == ["index.json", "shard-00000-of-00002.tfrecord", "shard-00001-of-00002.tfrecord"]
+    capsys.readouterr()
+
+    # Raise mode stops at the broken file: one line naming it, the earlier conversion left as it was.
+    code = make_tfrecords([str(tmp_path / "mixed.txt"), str(tmp_path), str(out), "--shards", "3",
+                           "--on-error", "raise"])
+    error = capsys.readouterr().err.strip().split("\n")[-1]
+    assert code == 1
+    assert error.startswith("error: ") and "no_decoder.mp4: not a video" in error and "no decoder" in error
+    assert sorted(os.listdir(out)) == before and read_index(out)["num_examples"] == 1
+
+    # Skip mode counts it and replaces the earlier shards, stale ones included.
+    assert make_tfrecords([str(tmp_path / "mixed.txt"), str(tmp_path), str(out), "--shards", "3"]) == 0
+    assert sorted(os.listdir(out)) == ["index.json"] + [f"shard-0000{i}-of-00003.tfrecord" for i in range(3)]
+    index = read_index(out)
+    assert index["num_examples"] == 2 and index["skipped"] == {"not_video": 1}
+
+
+def test_predict_names_a_directory_and_a_broken_video_in_one_line(real_clips, tmp_path):
+    from tsm_keras import predict
+
+    (tmp_path / "model.keras").write_bytes(b"checked after the inputs")
+    (tmp_path / "videos").mkdir()
+    with pytest.raises(SystemExit, match=r"^error: .*videos: a directory, expected a video file$"):
+        predict.main([str(tmp_path / "model.keras"), str(tmp_path / "videos")])
+    _, clips = real_clips
+    (tmp_path / "cut.webm").write_bytes(open(clips["vp9.webm"], "rb").read()[:20000])
+    config = predict.view_config(None, (64, 64), 4)
+    with pytest.raises(DataError, match=r"cut.webm: truncated \(packets end at") as caught:
+        predict.read_views(tmp_path / "cut.webm", config)
+    assert "\n" not in str(caught.value)
+
+
+def test_raise_mode_error_reduces_to_one_line(real_clips, tmp_path):
+    from tsm_keras.data import data_error_line
+
+    _, clips = real_clips
+    (tmp_path / "cut.mkv").write_bytes(open(clips["bframes.mkv"], "rb").read()[:30000])
+    _good_video(tmp_path / "good.mp4", 1)
+    (tmp_path / "list.txt").write_text("good.mp4 0\ncut.mkv 0\n")
+    config = _config(tmp_path / "list.txt", tmp_path, on_error="raise", num_parallel_calls=1)
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        list(build_test_dataset(config, "val"))
+    assert "Traceback" in caught.value.message  # what tf.data hands over
+    line = data_error_line(caught.value)
+    assert line.startswith(f"{tmp_path / 'cut.mkv'}: truncated (packets end at ") and "\n" not in line
+    assert data_error_line(ValueError("unrelated")) is None

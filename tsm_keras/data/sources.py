@@ -246,7 +246,7 @@ def _describe(error):
 
     if isinstance(error, av.FFmpegError) or not str(error).strip():
         return _short(error) or type(error).__name__
-    return _short(f"{type(error).__name__}: {str(error).strip()}")
+    return _short(f"{type(error).__name__}: {error}")
 
 
 def _is_os_failure(error):
