@@ -26,11 +26,12 @@ SEEK_MIN_GAP = 24
 # not order the frames.
 MAX_REORDER = 16
 
-# Containers whose header stores the duration (written after the last
-# packet), so packets ending well before it mean the file lost its end.
-# Other formats estimate the duration from the bitrate or from the file's
-# own end, which proves nothing.
-DURATION_IN_HEADER = frozenset({"matroska", "webm"})
+# Containers whose header stores the duration (the muxer writes it back
+# after the last packet: Matroska's segment info, FLV's onMetaData), so
+# packets ending well before it mean the file lost its end. Other formats
+# estimate the duration from the bitrate or from the file's own end, which
+# proves nothing (mp4 and avi store a frame count, checked instead).
+DURATION_IN_HEADER = frozenset({"matroska", "webm", "flv"})
 
 
 def resized_shape(height, width, short_side):
@@ -61,7 +62,7 @@ class VideoReader:
     decode instead. Every failure of the file (the OS, the demuxer, the
     decoder) raises `DataError` naming the file and the reason; a file
     that ends before what its container declares (frame count, or the
-    duration Matroska/WebM store in their header) is "truncated".
+    duration Matroska, WebM and FLV store in their header) is "truncated".
 
     Args:
         path: video file.
