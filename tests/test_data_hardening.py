@@ -50,8 +50,8 @@ def _config(list_path, root, **changes):
 
 @pytest.fixture(scope="module")
 def real_clips(tmp_path_factory):
-    """The real clip in four containers: mp4 (index last, as shipped), mp4 with
-    the index first, Matroska (H.264 with B-frames) and WebM (VP9)."""
+    """The real clip in five containers: mp4 (index last, as shipped), mp4 with
+    the index first, Matroska (H.264 with B-frames), WebM (VP9) and FLV."""
     root = tmp_path_factory.mktemp("real")
     frames = decode_all(REAL_CLIP)[:40]  # x264 ends these 40 with a P-frame and then B-frames
     clips = {
@@ -59,6 +59,7 @@ def real_clips(tmp_path_factory):
         "index_first.mp4": _remux(REAL_CLIP, root / "index_first.mp4", {"movflags": "faststart"}),
         "bframes.mkv": encode_video(root / "bframes.mkv", frames, gop_size=10),
         "vp9.webm": encode_video(root / "vp9.webm", frames, codec="libvpx-vp9", gop_size=10),
+        "h263.flv": encode_video(root / "h263.flv", frames, codec="flv", gop_size=10),
     }
     return root, clips
 
@@ -107,7 +108,7 @@ def test_truncation_and_flip_sweep_keeps_every_good_clip_and_counts_every_broken
     # What each real clip looks like through the pipeline when whole.
     (root / "whole.txt").write_text("".join(f"{name} 0\n" for name in clips))
     whole = {index: views for index, views in _views_by_line(_config(root / "whole.txt", root))}
-    assert sorted(whole) == [0, 1, 2, 3]
+    assert sorted(whole) == list(range(len(clips)))
     whole_by_name = {name: whole[position] for position, name in enumerate(clips)}
 
     report = DataReport("sweep")
@@ -139,10 +140,12 @@ def test_truncation_and_flip_sweep_keeps_every_good_clip_and_counts_every_broken
     assert any("no decoder" in text for text in details)
     assert any("the header declares" in text and ".mkv" in text for text in details)
     assert any("the header declares" in text and ".webm" in text for text in details)
+    assert any("ends inside its last packet" in text and ".mp4" in text for text in details)
+    assert any("ends inside its last packet" in text and ".flv" in text for text in details)
     assert set(summary.skipped) <= {"not_video", "truncated", "no_frames"}
 
 
-def test_a_matroska_file_missing_its_last_frames_is_truncated(real_clips, tmp_path):
+def test_files_missing_their_last_frames_are_truncated(real_clips, tmp_path):
     _, clips = real_clips
     for name in ("bframes.mkv", "vp9.webm"):
         data = open(clips[name], "rb").read()
@@ -151,6 +154,12 @@ def test_a_matroska_file_missing_its_last_frames_is_truncated(real_clips, tmp_pa
         (tmp_path / name).write_bytes(data[: len(data) * 97 // 100])
         with pytest.raises(DataError, match=rf"{name}: truncated \(packets end at .* the header declares"):
             VideoReader(tmp_path / name)
+    # FLV, cut between two packets half way: only the duration in its onMetaData tells.
+    with av.open(clips["h263.flv"]) as container:
+        positions = [packet.pos for packet in container.demux(video=0) if packet.size]
+    (tmp_path / "half.flv").write_bytes(open(clips["h263.flv"], "rb").read()[: positions[20]])
+    with pytest.raises(DataError, match=r"half.flv: truncated \(packets end at 2.000 s of the 4.000 s the header"):
+        VideoReader(tmp_path / "half.flv")
     # Cut right after the frame shown last: the B-frames decoded after it (and
     # shown before it) are lost, yet the packets still reach the declared end.
     with av.open(clips["bframes.mkv"]) as container:

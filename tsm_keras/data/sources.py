@@ -129,10 +129,12 @@ class VideoReader:
         end_time = None  # seconds: the latest packet end over all streams
         truncated = None
         frame_time = _frame_time(stream)
+        last_is_corrupt = False
         try:
             for packet in container.demux():
                 if packet.size == 0:
                     continue
+                last_is_corrupt = packet.is_corrupt
                 is_video = packet.stream.index == stream.index
                 if packet.pts is not None and packet.time_base is not None:
                     duration = float((packet.duration or 0) * packet.time_base) or (frame_time if is_video else 0.0)
@@ -144,6 +146,9 @@ class VideoReader:
                     durations.append(packet.duration)
         except Exception as error:  # the demuxer gave up before the end of the file
             truncated = _describe(error)
+        if truncated is None and last_is_corrupt:
+            # The demuxer hands over what is left of a packet the file ends inside of.
+            truncated = "the file ends inside its last packet"
         if truncated is None and pts:
             truncated = self._missing_end(container, stream, pts, durations, end_time, frame_time)
         return pts, keys, truncated
