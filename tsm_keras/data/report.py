@@ -41,7 +41,7 @@ class DataError(ValueError):
         self.reason = reason
         self.detail = " ".join(str(detail).split())  # one line, whatever the library's message held
         text = f"{self.path}: {REASONS[reason]}"
-        super().__init__(f"{text} ({detail})" if detail else text)
+        super().__init__(f"{text} ({self.detail})" if self.detail else text)
 
 
 def data_error_line(error):

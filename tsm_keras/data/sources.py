@@ -86,7 +86,7 @@ class VideoReader:
         try:
             return av.open(self.path, metadata_errors="ignore")
         except Exception as error:  # whatever FFmpeg or PyAV raise, it is this file's problem
-            reason = "unreadable" if _is_os_failure(error) else "not_video"
+            reason = "unreadable" if isinstance(error, PermissionError) else "not_video"
             raise DataError(self.path, reason, _describe(error)) from None
 
     def _index(self):
@@ -253,10 +253,6 @@ def _describe(error):
     if isinstance(error, av.FFmpegError) or not str(error).strip():
         return _short(error) or type(error).__name__
     return _short(f"{type(error).__name__}: {error}")
-
-
-def _is_os_failure(error):
-    return isinstance(error, PermissionError)
 
 
 def _close(container):
