@@ -168,7 +168,7 @@ def test_files_missing_their_last_frames_are_truncated(real_clips, tmp_path):
     assert last_shown < len(packets) - 1  # B-frames follow it in decode order
     _, next_position, _ = packets[last_shown + 1]
     (tmp_path / "tail.mkv").write_bytes(open(clips["bframes.mkv"], "rb").read()[:next_position])
-    with pytest.raises(DataError, match=r"tail.mkv: truncated \(\d frame\(s\) missing from the last 17 of a "
+    with pytest.raises(DataError, match=r"tail.mkv: truncated \(\d frame\(s\) missing among the last 17 of a "
                                         r"constant-rate video"):
         VideoReader(tmp_path / "tail.mkv")
 
@@ -371,3 +371,32 @@ def test_raise_mode_error_reduces_to_one_line(real_clips, tmp_path):
     line = data_error_line(caught.value)
     assert line.startswith(f"{tmp_path / 'cut.mkv'}: truncated (packets end at ") and "\n" not in line
     assert data_error_line(ValueError("unrelated")) is None
+
+
+def _write_with_timestamps(path, frames, pts, codec="libx264"):
+    """H.264/VP9 frames at the given pts (milliseconds)."""
+    time_base = fractions.Fraction(1, 1000)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.time_base = stream.codec_context.time_base = time_base
+        for frame, value in zip(frames, pts):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts, picture.time_base = int(value), time_base
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode())
+    return str(path)
+
+
+@pytest.mark.parametrize("name, pts", [
+    ("variable_rate.mkv", np.cumsum([0] + list(np.random.default_rng(0).integers(20, 300, 29)))),
+    ("variable_rate.webm", np.cumsum([0] + list(np.random.default_rng(1).integers(20, 300, 29)))),
+    ("starts_at_one_hour.mkv", 3_600_000 + 100 * np.arange(30)),
+    ("pause_before_the_end.mkv", np.r_[100 * np.arange(20), 5000 + 100 * np.arange(20, 30)]),
+])
+def test_odd_but_valid_files_are_not_called_truncated(tmp_path, name, pts):
+    frames = decode_all(REAL_CLIP)[:30]
+    path = _write_with_timestamps(tmp_path / name, frames, pts, "libvpx-vp9" if name.endswith(".webm") else "libx264")
+    reader = VideoReader(path)
+    assert reader.num_frames == 30
+    np.testing.assert_array_equal(reader.read(np.arange(30)), decode_all(path))

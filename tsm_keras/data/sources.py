@@ -161,7 +161,9 @@ class VideoReader:
         if not set(container.format.name.split(",")) & DURATION_IN_HEADER:
             return None
         if container.duration and end_time is not None:
-            declared_end = (container.duration + (container.start_time or 0)) / 1e6
+            # Matroska stores the end time, others may store the length after
+            # the first timestamp: take the earlier end, never a false alarm.
+            declared_end = (container.duration + min(0, container.start_time or 0)) / 1e6
             if end_time < declared_end - 0.5 * frame_time - 0.002:
                 return f"packets end at {end_time:.3f} s of the {declared_end:.3f} s the header declares"
         return _tail_hole(pts, durations)
@@ -280,22 +282,25 @@ def _frame_time(stream):
 
 
 def _tail_hole(pts, durations):
-    """Where the frames of a constant-rate video stop following each other
-    near its end (a truncated file keeps the last P-frame but loses the
-    B-frames shown before it), or None.
+    """Why a constant-rate video lost frames among its last ones, or None.
 
-    Only decided for a video whose packets all last the same time and whose
-    frames up to the last `MAX_REORDER` are spaced by exactly that: a
-    variable frame rate proves nothing.
+    A cut in the last group of pictures keeps its P-frame and loses the
+    B-frames decoded after it and shown before it, so the timestamps have
+    holes of a few frames near the end. Only decided for a video whose
+    packets all last the same time `d`, whose frames are `d` apart up to its
+    last `MAX_REORDER + 1`, and whose last frames are whole multiples of `d`
+    apart, each hole shorter than the `MAX_REORDER` frames a decoder can
+    reorder: a variable frame rate or a longer pause proves nothing.
     """
     if None in pts or len(set(durations)) != 1 or not durations[0] or len(pts) <= MAX_REORDER + 1:
         return None
+    frame = durations[0]
     gaps = np.diff(np.sort(np.asarray(pts, dtype=np.int64)))
     body, tail = gaps[:-MAX_REORDER], gaps[-MAX_REORDER:]
-    if (body != durations[0]).any() or (tail == durations[0]).all():
+    if (body != frame).any() or (tail % frame).any() or (tail == frame).all() or tail.max() > MAX_REORDER * frame:
         return None
-    missing = max(1, int((tail // durations[0]).sum() - len(tail)))
-    return f"{missing} frame(s) missing from the last {MAX_REORDER + 1} of a constant-rate video"
+    missing = int((tail // frame - 1).sum())
+    return f"{missing} frame(s) missing among the last {MAX_REORDER + 1} of a constant-rate video"
 
 
 def check_video_file(path):
