@@ -400,3 +400,17 @@ def test_odd_but_valid_files_are_not_called_truncated(tmp_path, name, pts):
     reader = VideoReader(path)
     assert reader.num_frames == 30
     np.testing.assert_array_equal(reader.read(np.arange(30)), decode_all(path))
+
+
+def test_the_stream_runner_reads_files_through_the_same_checks(real_clips, tmp_path):
+    from tsm_keras.stream import decode_frames
+
+    _, clips = real_clips
+    (tmp_path / "no_decoder.mp4").write_bytes(open(clips["index_last.mp4"], "rb").read()[:5100])
+    (tmp_path / "folder.mp4").mkdir()
+    for name, message in (("no_decoder.mp4", "zero decodable frames"), ("folder.mp4", "a directory"),
+                          ("gone.mp4", "missing file")):
+        with pytest.raises(DataError, match=rf"{name}: .*{message}"):
+            list(decode_frames(tmp_path / name, 64))
+    frames = list(decode_frames(clips["index_first.mp4"], 72))
+    assert len(frames) == 120 and frames[0].shape == (72, 88, 3)

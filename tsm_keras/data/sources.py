@@ -81,13 +81,7 @@ class VideoReader:
         self._index()
 
     def _open(self):
-        import av
-
-        try:
-            return av.open(self.path, metadata_errors="ignore")
-        except Exception as error:  # whatever FFmpeg or PyAV raise, it is this file's problem
-            reason = "unreadable" if isinstance(error, PermissionError) else "not_video"
-            raise DataError(self.path, reason, _describe(error)) from None
+        return open_container(self.path)
 
     def _index(self):
         container = self._open()
@@ -96,7 +90,7 @@ class VideoReader:
         except DataError:
             raise
         except Exception as error:  # e.g. a stream without a decoder context (AttributeError)
-            raise DataError(self.path, "not_video", _describe(error)) from None
+            raise DataError(self.path, "not_video", describe_error(error)) from None
         finally:
             _close(container)
         if not pts:
@@ -145,7 +139,7 @@ class VideoReader:
                     keys.append(packet.is_keyframe)
                     durations.append(packet.duration)
         except Exception as error:  # the demuxer gave up before the end of the file
-            truncated = _describe(error)
+            truncated = describe_error(error)
         if truncated is None and last_is_corrupt:
             # The demuxer hands over what is left of a packet the file ends inside of.
             truncated = "the file ends inside its last packet"
@@ -185,8 +179,8 @@ class VideoReader:
             self._decode(container, stream, wanted, decoded, height, width)
         except Exception as error:  # decoder, seek or conversion failure: the file's problem
             if not decoded:
-                raise DataError(self.path, "no_frames", _describe(error)) from None
-            raise DataError(self.path, "truncated", f"decoding stopped: {_describe(error)}") from None
+                raise DataError(self.path, "no_frames", describe_error(error)) from None
+            raise DataError(self.path, "truncated", f"decoding stopped: {describe_error(error)}") from None
         finally:
             _close(container)
         if not decoded:
@@ -247,7 +241,7 @@ def _short(error):
     return text if len(text) < 160 else text[:157] + "..."
 
 
-def _describe(error):
+def describe_error(error):
     """One line about an exception: the message, prefixed by the type when
     the type says more than FFmpeg's own messages do."""
     import av
@@ -301,6 +295,20 @@ def _tail_hole(pts, durations):
         return None
     missing = int((tail // frame - 1).sum())
     return f"{missing} frame(s) missing among the last {MAX_REORDER + 1} of a constant-rate video"
+
+
+def open_container(path):
+    """The PyAV container of a video file, or `DataError` naming what is wrong.
+
+    Call `check_video_file` first (VideoReader does, once).
+    """
+    import av
+
+    try:
+        return av.open(path, metadata_errors="ignore")
+    except Exception as error:  # whatever FFmpeg or PyAV raise, it is this file's problem
+        reason = "unreadable" if isinstance(error, PermissionError) else "not_video"
+        raise DataError(path, reason, describe_error(error)) from None
 
 
 def check_video_file(path):
