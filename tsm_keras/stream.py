@@ -41,27 +41,26 @@ def preprocess(rgb, input_size, mean, std):
 
 def decode_frames(path, short_side, decode_threads=0):
     """RGB uint8 frames of `path` in display order, short side resized to `short_side`."""
-    import av
-
     from tsm_keras.data import DataError
-    from tsm_keras.data.sources import frame_to_rgb, resized_shape
+    from tsm_keras.data.sources import check_video_file, describe_error, frame_to_rgb, open_container, resized_shape
 
-    try:
-        container = av.open(os.fspath(path), metadata_errors="ignore")
-    except (av.FFmpegError, UnicodeDecodeError, FileNotFoundError) as error:
-        raise DataError(os.fspath(path), "not_video", str(error)) from None
-    with container:
+    check_video_file(os.fspath(path))
+    with open_container(os.fspath(path)) as container:
         if not container.streams.video:
             raise DataError(os.fspath(path), "not_video", "no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        stream.thread_count = decode_threads
+        count = 0
         try:
+            stream.thread_type = "AUTO"  # AttributeError when the stream has no decoder context
+            stream.thread_count = decode_threads
             for frame in container.decode(stream):
                 height, width = resized_shape(frame.height, frame.width, short_side)
                 yield frame_to_rgb(frame, height, width)
-        except av.FFmpegError as error:
-            raise DataError(os.fspath(path), "truncated", f"decoding stopped: {error}") from None
+                count += 1
+        except Exception as error:  # whatever the decoder raises, it is this file's problem
+            if count == 0:
+                raise DataError(os.fspath(path), "no_frames", describe_error(error)) from None
+            raise DataError(os.fspath(path), "truncated", f"decoding stopped: {describe_error(error)}") from None
 
 
 @dataclasses.dataclass
