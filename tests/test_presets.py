@@ -10,10 +10,8 @@ import os
 import pathlib
 import warnings
 
-import keras
 import numpy as np
 import pytest
-import yaml
 
 torch = pytest.importorskip("torch")
 

@@ -120,16 +120,10 @@ class Preset:
 
     def import_kwargs(self, input_shape=None):
         """`import_torch_checkpoint` arguments: the settings the file cannot tell."""
-        size = self.input_size
-        return {
-            "arch": self.backbone,
-            "num_segments": self.num_segments,
-            "shift_div": self.shift_div,
-            "direction": self.direction,
-            "non_local": self.non_local,
-            "input_shape": tuple(input_shape or (size, size, 3)),
-            "shift_segments": self.backbone_options.get("shift_segments"),
-        }
+        build = self.build_kwargs(input_shape)
+        told = ("num_segments", "shift_div", "direction", "non_local", "input_shape")
+        return {"arch": self.backbone, "shift_segments": self.backbone_options.get("shift_segments"),
+                **{key: build[key] for key in told}}
 
 
 def _protocol(clips, crop, crop_size, average="prob", **data):

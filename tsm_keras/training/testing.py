@@ -3,6 +3,7 @@
 import json
 import os
 
+import keras
 import tensorflow as tf
 
 from tsm_keras.data import build_test_dataset
@@ -58,8 +59,6 @@ def load_saved_model_weights(model, path):
     training crop evaluates at any test view size; the architecture must be
     the config's.
     """
-    import keras
-
     saved = keras.saving.load_model(path, compile=False)
     expected = [tuple(weight.shape) for weight in model.weights]
     found = [tuple(weight.shape) for weight in saved.weights]
