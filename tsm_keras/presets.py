@@ -13,6 +13,8 @@ of the published accuracy.
 
 Names are MMAction2's config names; each also has a short alias
 (`tsm_r50_1x1x8_k400`, ...). `list_presets()` gives every name and alias.
+URLs, stamps and the hash convention: docs/reference.md#model-zoo; the test
+views: docs/reference.md#test-protocols.
 
 Example:
 
