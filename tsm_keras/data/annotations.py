@@ -3,7 +3,7 @@
 Video list: one `relative/path.mp4 LABEL` per line. Rawframe list: one
 `frame_dir TOTAL_FRAMES LABEL` per line. Paths are relative to a data root.
 A label map is a text file with one class name per line (line i = class i);
-`"kinetics400"` and `"sthv2"` name the lists shipped in `label_maps/`.
+`"kinetics400"`, `"sthv2"` and `"jester"` name the lists shipped in `label_maps/`.
 """
 
 import dataclasses
@@ -14,7 +14,7 @@ from typing import Optional
 from tsm_keras.data.report import DataError
 
 LABEL_MAP_DIR = os.path.join(os.path.dirname(__file__), "label_maps")
-SHIPPED_LABEL_MAPS = ("kinetics400", "sthv2")
+SHIPPED_LABEL_MAPS = ("kinetics400", "sthv2", "jester")
 
 # MMAction2's `sthv2_flip_label_map`: left/right classes of Something-Something V2.
 STHV2_FLIP_PAIRS = ((86, 87), (93, 94), (166, 167))
