@@ -35,10 +35,12 @@ from tsm_keras.training import checkpoint as checkpoint_lib
 from tsm_keras.training import distribute, evaluation, reporting
 from tsm_keras.training.builders import (  # noqa: F401 (freeze_partial_bn: re-exported)
     BEST_INFO,
+    BEST_MODEL,
     BEST_WEIGHTS,
     CHECKPOINT_DIR,
     CONFIG_FILE,
     CURVES_FILE,
+    FINAL_MODEL,
     FINAL_WEIGHTS,
     LOG_FILE,
     TENSORBOARD_DIR,
@@ -49,6 +51,7 @@ from tsm_keras.training.builders import (  # noqa: F401 (freeze_partial_bn: re-e
 from tsm_keras.training.config import ConfigError
 from tsm_keras.training.optimizer import GroupedSGD, all_reduce_gradients, reference_param_groups
 from tsm_keras.training.schedule import build_schedule
+
 
 def epoch_seed(seed, epoch):
     """Input seed of one epoch (a pure function of the run seed and the epoch)."""
@@ -126,7 +129,9 @@ class FitResult:
     epochs: int
     global_step: int
     final_weights: str
+    final_model: str = None
     best_weights: str = None
+    best_model: str = None
     best_val_top1: float = None
     test_metrics: dict = None
     history: list = None
@@ -403,8 +408,8 @@ class Trainer:
                   f"mean class acc {metrics['mean_class_accuracy']:.4f}  ({metrics['num_videos']} videos)")
         if config.checkpoint.save_best and (state["best_top1"] is None or metrics["top1"] > state["best_top1"]):
             state["best_top1"], state["best_epoch"] = metrics["top1"], epoch + 1
-            path = os.path.join(self.work_dir, BEST_WEIGHTS)
-            _save_weights_atomic(model, path)
+            _save_weights_atomic(model, os.path.join(self.work_dir, BEST_WEIGHTS))
+            _save_model_atomic(model, os.path.join(self.work_dir, BEST_MODEL))
             _write_text(os.path.join(self.work_dir, BEST_INFO),
                         json.dumps({"epoch": epoch + 1, "global_step": state["global_step"],
                                     f"{config.test.val_split}_top1": metrics["top1"]}, indent=1))
@@ -417,13 +422,18 @@ class Trainer:
             epochs=state["epoch"],
             global_step=state["global_step"],
             final_weights=os.path.join(self.work_dir, FINAL_WEIGHTS),
+            final_model=os.path.join(self.work_dir, FINAL_MODEL),
             best_weights=os.path.join(self.work_dir, BEST_WEIGHTS) if state["best_top1"] is not None else None,
+            best_model=os.path.join(self.work_dir, BEST_MODEL) if state["best_top1"] is not None else None,
             best_val_top1=state["best_top1"],
         )
         if not self.is_chief:
             return result
         tensorboard.close()
         _save_weights_atomic(self.model, result.final_weights)
+        # The one-device twin at the test view size: the model the end-of-training test evaluates
+        # (the training model may live on several replicas).
+        _save_model_atomic(self._evaluation_model(self.config.data.view_crop_size), result.final_model)
         log_path = os.path.join(self.work_dir, LOG_FILE)
         reporting.plot_curves(log_path, os.path.join(self.work_dir, CURVES_FILE),
                               title=os.path.basename(os.path.normpath(self.work_dir)))
@@ -482,3 +492,9 @@ def _save_weights_atomic(model, path):
     return path
 
 
+def _save_model_atomic(model, path):
+    """`model.save(path)` through a temporary `.keras` file renamed into place."""
+    temporary = f"{path[: -len('.keras')]}.tmp-{os.getpid()}.keras"
+    model.save(temporary)
+    os.replace(temporary, path)
+    return path

@@ -33,6 +33,7 @@ direction (`"unidirectional"` for the mit-han-lab online checkpoint,
 import dataclasses
 import os
 import re
+import warnings
 
 import numpy as np
 
@@ -534,6 +535,14 @@ def import_torch_checkpoint(
         # MMAction2's MobileOne 1x1x16: shifts built for 8 segments, clips of 16.
         backbone_options["shift_segments"] = backbone_segments
         inferred["shift_segments"] = "checkpoint config"
+    elif found["backbone"].startswith("mobileone") and backbone_segments is None and num_segments == 16:
+        warnings.warn(
+            f"{path}: a MobileOne checkpoint for 16-frame clips without its training config: "
+            "MMAction2's 1x1x16 model shifts each clip as two halves of 8 frames, which this file "
+            "cannot tell; importing with shifts across all 16 frames. Pass shift_segments=8 "
+            "(--shift-segments 8) for MMAction2's model, or shift_segments=16 to keep this one",
+            stacklevel=2,
+        )
     model = build_tsm(
         found["backbone"],
         num_classes=found["num_classes"],
