@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 import torch_reference as ref  # noqa: E402
 
 from tsm_keras.export import build_online  # noqa: E402
-from tsm_keras.weights import import_torch_checkpoint, load_torch_checkpoint  # noqa: E402
+from tsm_keras.convert import import_torch_checkpoint, load_torch_checkpoint  # noqa: E402
 
 TOLERANCE = 1e-4
 

@@ -13,10 +13,10 @@ torch = pytest.importorskip("torch")
 
 import torch_reference as ref  # noqa: E402
 
+from tsm_keras.convert import import_torch_checkpoint  # noqa: E402
 from tsm_keras.weights import (  # noqa: E402
     CheckpointFormatError,
     UnsafeCheckpointError,
-    import_torch_checkpoint,
     read_checkpoint,
     read_torch_file,
 )
