@@ -117,7 +117,9 @@ def _resolve_non_local(path, found, given, choose, origins):
     """The Non-local mode: `gaussian` without theta, else named by the caller or hints."""
     if not found["has_non_local"]:
         if given is not None:
-            raise ValueError(f"{path}: non_local={given!r} given, but the file has no Non-local blocks")
+            raise ValueError(
+                f"{path}: non_local={given!r} given, but the file has no Non-local blocks"
+            )
         origins["non_local"] = "keys (none)"
         return None
     if not found["non_local_theta"]:

@@ -1,7 +1,13 @@
 """PyTorch backbone weights (torchvision ImageNet files, TSM checkpoints) into a TSM."""
 
 from tsm_keras.models.backbones import get_backbone
-from tsm_keras.weights import SCHEMES, assign_weights, classifier_path, infer_source, read_checkpoint
+from tsm_keras.weights import (
+    SCHEMES,
+    assign_weights,
+    classifier_path,
+    infer_source,
+    read_checkpoint,
+)
 
 
 def load_torch_backbone_weights(model, path, source="auto"):

@@ -31,7 +31,6 @@ Per Keras layer type the variables map as:
 """
 
 import dataclasses
-import re
 
 import keras
 import numpy as np

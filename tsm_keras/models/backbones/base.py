@@ -13,7 +13,7 @@ import dataclasses
 from typing import Callable, Mapping, Optional
 
 
-def _no_options(body):
+def _reads_nothing(body):
     return {}
 
 
@@ -75,7 +75,7 @@ class BackboneSpec:
     torch_paths: Mapping = dataclasses.field(default_factory=dict)
     torchvision_head_keys: tuple = ()
     recognizes: Callable = lambda body: False
-    read_structure: Callable = _no_options
+    read_structure: Callable = _reads_nothing
     fuse: Optional[Callable] = None
     deploy_options: Mapping = dataclasses.field(default_factory=dict)
     shift_place_reason: str = ""

@@ -152,6 +152,12 @@ _FIXED_PATHS = {
 }
 
 
+def _parse_block_layer(name):
+    """`(block index, part, "conv" or "bn")` of a block layer name, or None."""
+    match = _BLOCK_LAYER.match(name)
+    return None if match is None else (int(match.group(1)), match.group(2), match.group(3))
+
+
 def block_parts(index):
     """The parts of block `index` in order (no expansion when its factor is 1)."""
     expansion = block_settings()[index][1]
@@ -183,10 +189,10 @@ def mmaction2_path(name, structure):
     """MMAction2 `MobileNetV2TSM`: `layer{stage}.{i}.conv.{part}.{conv,bn}`."""
     if name in _FIXED_PATHS["mmaction2"]:
         return _FIXED_PATHS["mmaction2"][name]
-    match = _BLOCK_LAYER.match(name)
-    if not match:
+    parsed = _parse_block_layer(name)
+    if parsed is None:
         return None
-    index, part, kind = int(match.group(1)), match.group(2), match.group(3)
+    index, part, kind = parsed
     stage, position = stage_position(index)
     path = f"layer{stage}.{position}.conv.{block_parts(index).index(part)}"
     if _shift_wrapped(index, part, "conv", structure, "mmaction2", True):
@@ -198,10 +204,10 @@ def mit_path(name, structure, family="mit", wraps_shifts=True):
     """mit-han-lab (and its online demo): flat `features.{i+1}.conv.{position}`."""
     if name in _FIXED_PATHS["features"]:
         return _FIXED_PATHS["features"][name]
-    match = _BLOCK_LAYER.match(name)
-    if not match:
+    parsed = _parse_block_layer(name)
+    if parsed is None:
         return None
-    index, part, kind = int(match.group(1)), match.group(2), match.group(3)
+    index, part, kind = parsed
     # Flat Sequential: conv, bn, relu6 per part.
     position = 3 * block_parts(index).index(part) + (0 if kind == "conv" else 1)
     path = f"features.{index + 1}.conv.{position}"
@@ -214,10 +220,10 @@ def torchvision_path(name, structure):
     """torchvision: `Conv2dNormActivation(conv, bn, relu6)` per part, then conv, bn."""
     if name in _FIXED_PATHS["features"]:
         return _FIXED_PATHS["features"][name]
-    match = _BLOCK_LAYER.match(name)
-    if not match:
+    parsed = _parse_block_layer(name)
+    if parsed is None:
         return None
-    index, part, kind = int(match.group(1)), match.group(2), match.group(3)
+    index, part, kind = parsed
     activated = block_parts(index)[:-1]
     if part in activated:
         path = f"conv.{activated.index(part)}.{0 if kind == 'conv' else 1}"
@@ -227,7 +233,7 @@ def torchvision_path(name, structure):
 
 
 def recognizes(body):
-    """MMAction2's stages go to `layer7` (stem `conv1`, last `conv2`); the others have `features.18`."""
+    """MMAction2's stages go to `layer7` (last conv `conv2`); the others have `features.18`."""
     return any(key.startswith(("layer7.", "features.18.", "conv2.conv.")) for key in body)
 
 

@@ -414,7 +414,8 @@ def recognizes(body, variant):
     for setting in block_settings(variant):
         for path in (f"{setting.module_path}.net.", f"{setting.module_path}."):
             reparam = body.get(path + "branch_reparam.weight")
-            found = reparam if reparam is not None else body.get(path + "branch_conv_list.0.conv.weight")
+            branch = body.get(path + "branch_conv_list.0.conv.weight")
+            found = reparam if reparam is not None else branch
             if found is not None:
                 break
         else:

@@ -55,18 +55,37 @@ def shifted_blocks(stages, shift_place):
     }
 
 
-def bottleneck(x, filters, stride, downsample, shift, name, layout, context):
-    """ResNet bottleneck; `shift` says whether this block is temporal."""
-    momentum = context.bn_momentum
+def residual_inputs(x, out_channels, stride, downsample, shift, name, layout, context):
+    """`(shortcut, residual branch input)` of a ResNet block, with its shift in place.
+
+    Placement `block` shifts the block input (both paths), `blockres` only
+    the residual branch, in front of its first conv. The shortcut is `x`, or
+    a strided 1x1 conv + BN to `out_channels` when `downsample`.
+    """
     if shift and context.shift_place == "block":
         x = context.shift(x, name=f"{name}_shift")
     shortcut = x
     if downsample:
-        shortcut = layout.conv(x, EXPANSION * filters, 1, stride, name=f"{name}_downsample_conv")
-        shortcut = layout.batch_norm(shortcut, f"{name}_downsample_bn", momentum)
+        shortcut = layout.conv(x, out_channels, 1, stride, name=f"{name}_downsample_conv")
+        shortcut = layout.batch_norm(shortcut, f"{name}_downsample_bn", context.bn_momentum)
     branch = x
     if shift and context.shift_place == "blockres":
         branch = context.shift(branch, name=f"{name}_shift")
+    return shortcut, branch
+
+
+def residual_output(shortcut, branch, name):
+    """`relu(shortcut + branch)`, the end of every ResNet block."""
+    x = keras.layers.Add(name=f"{name}_add")([shortcut, branch])
+    return keras.layers.ReLU(name=f"{name}_out")(x)
+
+
+def bottleneck(x, filters, stride, downsample, shift, name, layout, context):
+    """ResNet bottleneck; `shift` says whether this block is temporal."""
+    momentum = context.bn_momentum
+    shortcut, branch = residual_inputs(
+        x, EXPANSION * filters, stride, downsample, shift, name, layout, context
+    )
     # keras.applications strides the first 1x1 conv; ResNet v1.5 (PyTorch) the 3x3.
     stride_1x1, stride_3x3 = (stride, 1) if layout.name == "keras" else (1, stride)
     branch = layout.conv(branch, filters, 1, stride_1x1, name=f"{name}_conv1")
@@ -77,8 +96,7 @@ def bottleneck(x, filters, stride, downsample, shift, name, layout, context):
     branch = keras.layers.ReLU(name=f"{name}_relu2")(branch)
     branch = layout.conv(branch, EXPANSION * filters, 1, 1, name=f"{name}_conv3")
     branch = layout.batch_norm(branch, f"{name}_bn3", momentum)
-    x = keras.layers.Add(name=f"{name}_add")([shortcut, branch])
-    return keras.layers.ReLU(name=f"{name}_out")(x)
+    return residual_output(shortcut, branch, name)
 
 
 def stem(frames, layout, momentum):
