@@ -21,7 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tsm_keras  # noqa: E402  (registers TSM and the MobileOne backbones)
-from tsm_keras.models import count_params  # noqa: E402
+from tsm_keras.models import ModelFileError, count_params, load_tsm  # noqa: E402
 
 PARITY_BOUND = 1e-4
 
@@ -53,7 +53,10 @@ def main(argv=None):
         raise SystemExit(f"{args.source}: expected an existing .keras model file")
     if not args.target.endswith(".keras"):
         raise SystemExit(f"{args.target}: the output must be a .keras file")
-    train = keras.saving.load_model(args.source, compile=False)
+    try:
+        train = load_tsm(args.source)
+    except ModelFileError as error:
+        raise SystemExit(str(error)) from None
     try:
         deploy = tsm_keras.reparameterize(train)
     except ValueError as error:

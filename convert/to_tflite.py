@@ -28,12 +28,11 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import tsm_keras  # noqa: E402,F401  (registers the TSM classes for loading)
 from tsm_keras.export import flatbuffer, tflite  # noqa: E402
 from tsm_keras.export.exporter import MODES, export_tflite, load_data_config  # noqa: E402
+from tsm_keras.models.saving import ModelFileError, load_tsm  # noqa: E402
 
 
 def parse_args(argv):
@@ -84,9 +83,10 @@ def main(argv=None):
     if args.calib is not None and args.quant != "int8":
         raise SystemExit("--calib is only used with --quant int8")
     data_config = load_data_config(args.data_config) if args.data_config else None
-    model = keras.saving.load_model(args.model, compile=False)
-    if not hasattr(model, "tsm_config"):
-        raise SystemExit(f"{args.model}: not a tsm_keras TSM (got {type(model).__name__})")
+    try:
+        model = load_tsm(args.model)
+    except ModelFileError as error:
+        raise SystemExit(str(error)) from None
     try:
         content, info = export_tflite(
             model,

@@ -304,3 +304,20 @@ def test_cli_refuses_bidirectional_online_export(tmp_path):
     with pytest.raises(SystemExit, match="--io int8 needs --quant int8"):
         load_cli().main([model_path, "--mode", "offline", "--io", "int8", "--out", str(tmp_path / "x.tflite")])
     assert not os.path.exists(tmp_path / "x.tflite")
+
+
+def test_cli_refuses_a_model_safe_mode_refuses_in_one_line(tmp_path):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model_path = str(tmp_path / "lambda.keras")
+    keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(model_path)
+    with pytest.raises(SystemExit) as raised:
+        load_cli().main([model_path, "--mode", "offline", "--out", str(tmp_path / "x.tflite")])
+    message = str(raised.value.code)
+    assert message.startswith(f"{model_path}: cannot be loaded as a Keras model: it holds Python code")
+    assert "\n" not in message
+    garbage = str(tmp_path / "garbage.keras")
+    with open(garbage, "wb") as handle:
+        handle.write(b"not a zip archive")
+    with pytest.raises(SystemExit, match=r"garbage\.keras: cannot be loaded as a Keras model: ValueError"):
+        load_cli().main([garbage, "--mode", "offline", "--out", str(tmp_path / "x.tflite")])
+    assert not os.path.exists(tmp_path / "x.tflite")

@@ -3,7 +3,7 @@
 Each case builds an independent PyTorch network (`torch_reference.py`) in one
 checkpoint family's module layout, fills it with random weights and random
 BatchNorm statistics, saves it as that family saves checkpoints, imports the
-file with `tsm_keras.weights` and compares logits on the same random clip:
+file with `tsm_keras.convert` and compares logits on the same random clip:
 `max|keras - torch| / max|torch| <= 1e-4`, for batch 1 and batch 2. Odd and
 even frame sizes exercise the symmetric padding of stride-2 convolutions.
 """

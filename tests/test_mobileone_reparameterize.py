@@ -220,6 +220,10 @@ def test_cli_refuses_bad_files(tmp_path, monkeypatch):
         run_script(source, tmp_path / "out.h5", monkeypatch=monkeypatch)
     with pytest.raises(SystemExit, match="MobileOne"):
         run_script(source, tmp_path / "out.keras", monkeypatch=monkeypatch)
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"not a zip archive")
+    with pytest.raises(SystemExit, match=r"garbage\.keras: cannot be loaded as a Keras model: ValueError"):
+        run_script(garbage, tmp_path / "out.keras", monkeypatch=monkeypatch)
     assert not (tmp_path / "out.keras").exists()
 
 

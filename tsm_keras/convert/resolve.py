@@ -30,8 +30,13 @@ import re
 from tsm_keras.convert.hints import config_hints, filename_hints
 from tsm_keras.models.backbones import BACKBONES
 from tsm_keras.weights import classifier_path
+from tsm_keras.weights.torch_reader import MAX_TENSOR_ELEMENTS
 
 DEFAULT_SHIFT_DIV = 8
+# The widest feature map of the supported backbones (ResNet, MobileOne-S2..S4): a
+# classifier of more classes than this allows would not fit the reader's tensor cap.
+MAX_FEATURE_CHANNELS = 2048
+MAX_CLASSES = MAX_TENSOR_ELEMENTS // MAX_FEATURE_CHANNELS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +98,11 @@ def read_architecture(checkpoint, source, prefix):
         weight = tensors.get(f"{head}.weight")
         if weight is None or len(weight.shape) != 2:
             raise ValueError(f"classifier {head}.weight not found (or not 2-D) in the checkpoint")
+        if not 1 <= weight.shape[0] <= MAX_CLASSES:  # checked before a Keras head is built
+            raise ValueError(
+                f"classifier {head}.weight has shape {weight.shape}: expected 1 to {MAX_CLASSES} "
+                "classes (rows)"
+            )
         found["num_classes"] = int(weight.shape[0])
     non_local = [key for key in body if ".non_local_block." in key]
     found["has_non_local"] = bool(non_local)

@@ -1,5 +1,6 @@
 """Strict assignment of checkpoint tensors to Keras weights: all or nothing."""
 
+import numpy as np
 
 class CheckpointMismatchError(ValueError):
     """Checkpoint tensors and Keras weights do not match one to one.
@@ -64,25 +65,28 @@ def assign_weights(model, checkpoint, scheme, backbone, ignore=()):
     ]
     if unfilled:  # pragma: no cover - a key-scheme bug
         raise RuntimeError(f"key scheme {scheme.name} leaves Keras weights unfilled: {unfilled}")
-    missing, mismatched, values = [], [], []
+    missing, mismatched, matched = [], [], []
     for target in targets:
         tensor = tensors.get(target.key)
         if tensor is None:
             missing.append(f"{target.key} -> {target.variable.path}")
             continue
-        array = target.convert(tensor.numpy())
         expected = tuple(target.variable.shape)
-        if array is None or tuple(array.shape) != expected:
-            shown = "?" if array is None else tuple(array.shape)
+        # The Keras shape from a stride-0 stand-in of the tensor's shape: nothing is read
+        # or allocated until the shape is known to fit its variable.
+        stand_in = target.convert(np.broadcast_to(np.zeros((), "float32"), tensor.shape))
+        shown = "?" if stand_in is None else tuple(stand_in.shape)
+        if shown != expected:
             mismatched.append(
                 f"{target.key} {tensor.shape} (as Keras {shown}) -> "
                 f"{target.variable.path} {expected}"
             )
             continue
-        values.append((target.variable, array))
+        matched.append((target, tensor))
     unexpected = sorted(set(tensors) - set(keys) - set(ignore))
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(checkpoint.path, missing, unexpected, mismatched)
+    values = [(target.variable, target.convert(tensor.numpy())) for target, tensor in matched]
     for variable, array in values:
         variable.assign(array.astype(variable.dtype))
     return sorted(skipped)
