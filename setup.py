@@ -14,6 +14,11 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["tsm_keras", "tsm_keras.*"]),
     package_data={"tsm_keras": ["data/label_maps/*.txt"]},
+    entry_points={
+        "console_scripts": [
+            "tsm-make-videos=tsm_keras.cli.synthetic_videos:main",
+        ],
+    },
     install_requires=[
         "tensorflow==2.21.*",
         "keras==3.15.*",

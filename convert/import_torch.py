@@ -6,6 +6,11 @@ Usage:
         [--source auto|mmaction2|mit|mit_online] [--arch resnet50|resnet101|mobilenet_v2|mobileone_s4] \\
         [--num-segments T] [--shift-div 8] [--non-local dot_product|gaussian|embedded_gaussian] \\
         [--direction bidirectional|unidirectional] [--input-size 224] [--shift-segments 8]
+    python convert/import_torch.py --preset tsm_r50_1x1x8_k400 --out MODEL.keras [--checkpoint CKPT]
+
+`--preset NAME` takes a published checkpoint by name (`tsm_keras.list_presets()`):
+downloaded into the Keras cache, hash-checked and imported with the preset's
+settings (`tsm_keras.presets`); `--checkpoint` gives a copy obtained by hand.
 
 The architecture (backbone, classes, shift placement, Non-local type, temporal
 pooling, MobileOne deploy form) is read from the checkpoint's keys and shapes;
@@ -40,7 +45,10 @@ from tsm_keras.weights import SOURCES  # noqa: E402
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="PyTorch checkpoint (.pth, .pt, .pth.tar)")
+    parser.add_argument("checkpoint", nargs="?", help="PyTorch checkpoint (.pth, .pt, .pth.tar)")
+    parser.add_argument("--preset", help="a published checkpoint by name (tsm_keras.list_presets())")
+    parser.add_argument("--checkpoint", dest="preset_checkpoint", metavar="CKPT",
+                        help="with --preset: a local copy of its checkpoint (no download)")
     parser.add_argument("--out", required=True, help="output Keras model (.keras)")
     parser.add_argument("--source", choices=("auto",) + tuple(s for s in SOURCES if s != "torchvision"), default="auto")
     parser.add_argument("--arch", help="backbone the checkpoint must hold (checked, not forced)")
@@ -52,6 +60,19 @@ def parse_args(argv):
     parser.add_argument("--shift-segments", type=int,
                         help="MobileOne: clip length the shifts assume (default: from the stored config)")
     args = parser.parse_args(argv)
+    if args.preset is None and args.checkpoint is None:
+        parser.error("give a checkpoint file or --preset NAME")
+    if args.preset is not None:
+        if args.checkpoint is not None:
+            parser.error("--preset takes its local copy as --checkpoint CKPT, not as a positional argument")
+        fixed = [flag for flag, value in (("--source", args.source != "auto"), ("--arch", args.arch),
+                                          ("--num-segments", args.num_segments), ("--shift-div", args.shift_div),
+                                          ("--non-local", args.non_local), ("--direction", args.direction),
+                                          ("--shift-segments", args.shift_segments)) if value]
+        if fixed:
+            parser.error(f"--preset fixes the architecture; drop {', '.join(fixed)}")
+    elif args.preset_checkpoint is not None:
+        parser.error("--checkpoint goes with --preset; give the checkpoint file as the positional argument")
     if not args.out.endswith(".keras"):
         parser.error(f"--out must end with .keras, got {args.out!r}")
     try:
@@ -69,9 +90,43 @@ def sidecar_paths(out):
     return f"{stem}.import.json", f"{stem}.labels.txt"
 
 
+def import_preset(args, console):
+    """`--preset NAME`: the preset's model to `--out`, its labels and settings next to it."""
+    from tsm_keras import presets
+
+    try:
+        preset = presets.get_preset(args.preset)
+        model = presets.from_preset(args.preset, checkpoint=args.preset_checkpoint, input_shape=args.input_shape)
+    except (presets.PresetError, ValueError, FileNotFoundError) as error:
+        console.print(f"[red]import failed:[/red] {escape(str(error))}", highlight=False, soft_wrap=True)
+        return 1
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    model.save(args.out)
+    summary_path, labels_path = sidecar_paths(args.out)
+    write_label_map(labels_path, preset.class_names())
+    summary = {
+        "preset": preset.name,
+        "url": preset.url,
+        "sha256_prefix": preset.sha256,
+        "tsm_config": model.tsm_config(),
+        "normalization": preset.normalization,
+        "test_protocol": preset.test_protocol,
+        "published_top1": preset.top1,
+        "labels_file": os.path.abspath(labels_path),
+    }
+    with open(summary_path, "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2)
+    console.print(f"preset {preset.name} ({preset.alias}): {preset.backbone}, {preset.num_classes} classes, "
+                  f"T={preset.num_segments}")
+    console.print(f"wrote {args.out}, {summary_path} and {labels_path}")
+    return 0
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     console = Console(stderr=True)
+    if args.preset is not None:
+        return import_preset(args, console)
     try:
         imported = import_torch_checkpoint(
             args.checkpoint,

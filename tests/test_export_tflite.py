@@ -321,3 +321,14 @@ def test_cli_refuses_a_model_safe_mode_refuses_in_one_line(tmp_path):
     with pytest.raises(SystemExit, match=r"garbage\.keras: cannot be loaded as a Keras model: ValueError"):
         load_cli().main([garbage, "--mode", "offline", "--out", str(tmp_path / "x.tflite")])
     assert not os.path.exists(tmp_path / "x.tflite")
+
+
+def test_data_config_follows_the_base_chain():
+    """`--data-config configs/quickstart_online.yaml` (a `base:` and a model section only)."""
+    from tsm_keras.export.exporter import load_data_config
+    from tsm_keras.training.config import load_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "configs", "quickstart_online.yaml")
+    assert load_data_config(path) == load_config(path).data
+    assert load_data_config(path).synthetic.num_classes == 10

@@ -163,9 +163,11 @@ def main(argv=None):
     from tsm_keras.data import DataError
     from tsm_keras.export.exporter import load_data_config
 
-    for path in (args.model, args.video):
+    for path, what in ((args.model, "a model file"), (args.video, "a video file")):
+        if os.path.isdir(path):
+            raise SystemExit(f"error: {path}: a directory, expected {what}")
         if not os.path.isfile(path):
-            raise SystemExit(f"{path}: no such file")
+            raise SystemExit(f"error: {path}: no such file")
     try:
         data_config = load_data_config(args.data_config) if args.data_config else None
         ranking, num_views = predict(args.model, args.video, data_config, args.labels, args.top, args.threads)

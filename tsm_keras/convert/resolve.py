@@ -26,6 +26,7 @@ checkpoint, `"bidirectional"` otherwise).
 import dataclasses
 import functools
 import re
+import warnings
 
 from tsm_keras.convert.hints import config_hints, filename_hints
 from tsm_keras.models.backbones import BACKBONES
@@ -152,7 +153,9 @@ def _resolve_non_local(path, found, given, choose, origins):
     return mode
 
 
-def _resolve_backbone_options(spec, found, shift_segments, config_segments, num_segments, origins):
+def _resolve_backbone_options(
+    path, spec, found, shift_segments, config_segments, num_segments, origins
+):
     """The keys' backbone options, plus `shift_segments` from the caller or the stored config."""
     options = dict(found["backbone_options"])
     origin = None
@@ -171,6 +174,14 @@ def _resolve_backbone_options(spec, found, shift_segments, config_segments, num_
     ):
         # MMAction2's MobileOne 1x1x16: shifts built for 8 segments, clips of 16.
         options["shift_segments"], origin = config_segments, "checkpoint config"
+    elif "shift_segments" in spec.options and config_segments is None and num_segments == 16:
+        warnings.warn(
+            f"{path}: a MobileOne checkpoint for 16-frame clips without its training config: "
+            "MMAction2's 1x1x16 model shifts each clip as two halves of 8 frames, which this file "
+            "cannot tell; importing with shifts across all 16 frames. Pass shift_segments=8 "
+            "(--shift-segments 8) for MMAction2's model, or shift_segments=16 to keep this one",
+            stacklevel=4,  # the caller of import_torch_checkpoint
+        )
     if options:
         origins["backbone_options"] = "keys" + (f" + {origin} (shift_segments)" if origin else "")
     return options
@@ -219,7 +230,7 @@ def resolve_spec(
     direction = direction or ("unidirectional" if source == "mit_online" else "bidirectional")
     mode = _resolve_non_local(path, found, non_local, choose, origins)
     options = _resolve_backbone_options(
-        spec, found, shift_segments, stored_config.get("backbone_segments"), num_segments, origins
+        path, spec, found, shift_segments, stored_config.get("backbone_segments"), num_segments, origins
     )
     origins.update(shift_place="keys", temporal_pool="keys", input_shape="argument")
     config = {

@@ -40,7 +40,6 @@ def main(argv=None):
         parser.error(f"--resize-short must be >= 1, got {args.resize_short}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
-    from tsm_keras.data.report import DataError
     from tsm_keras.data.tfrecords import write_tfrecords
 
     try:
@@ -48,7 +47,7 @@ def main(argv=None):
             args.list, args.root, args.out, num_shards=args.shards, kind="frames" if args.frames else "video",
             label_map=args.label_map, resize_short=args.resize_short, quality=args.quality,
             filename_tmpl=args.filename_tmpl, start_index=args.start_index, on_error=args.on_error)
-    except (DataError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # DataError is a ValueError: one line naming the file and the reason
         print(f"error: {error}", file=sys.stderr)
         return 1
     skipped = sum(index["skipped"].values())
