@@ -6,7 +6,7 @@ to recognise its checkpoints). The registry lists them explicitly: adding a
 backbone is one module and one line here.
 """
 
-from tsm_keras.models.backbones import mobilenet_v2, mobileone, resnet
+from tsm_keras.models.backbones import mobilenet_v2, mobileone, resnet, resnet_basic
 from tsm_keras.models.backbones.base import BackboneSpec
 
 BACKBONES = {
@@ -14,6 +14,7 @@ BACKBONES = {
     for spec in (
         resnet.RESNET50,
         resnet.RESNET101,
+        *resnet_basic.RESNETS_BASIC,
         mobilenet_v2.MOBILENET_V2,
         *mobileone.MOBILEONE,
     )
