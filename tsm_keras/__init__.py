@@ -6,5 +6,5 @@ from tsm_keras.layers import MergeSegments, NonLocal, SegmentConsensus, Temporal
 from tsm_keras.models import TSM, build_tsm, model_complexity
 from tsm_keras.export import OnlineTSM, build_online
 from tsm_keras.models.reparameterize import reparameterize
-from tsm_keras.weights import import_torch_checkpoint, load_torch_checkpoint
+from tsm_keras.convert import import_torch_checkpoint, load_torch_checkpoint
 from tsm_keras.presets import from_preset, get_preset, list_presets
