@@ -39,9 +39,9 @@ from rich.markup import escape  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from tsm_keras.data.annotations import write_label_map  # noqa: E402
+from tsm_keras.convert import import_torch_checkpoint  # noqa: E402
 from tsm_keras.models.spec import DIRECTIONS, NON_LOCAL_MODES  # noqa: E402
-from tsm_keras.weights import import_torch_checkpoint  # noqa: E402
-from tsm_keras.weights.key_maps import SOURCES  # noqa: E402
+from tsm_keras.weights import SOURCES  # noqa: E402
 
 
 def parse_args(argv):

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 import torch_reference as ref  # noqa: E402
 
-from tsm_keras.weights import load_torch_checkpoint  # noqa: E402
+from tsm_keras.convert import load_torch_checkpoint  # noqa: E402
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "convert" / "import_torch.py"
 

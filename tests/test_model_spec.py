@@ -48,9 +48,9 @@ def test_defaults_are_the_tsm_r50_recipe():
         ({"backbone_options": [1]}, "model.backbone_options: expected a mapping with string keys, got [1]"),
         # What the backbone supports is asked of its registration.
         ({"backbone": "mobilenet_v2", "non_local": "gaussian"},
-         "model.non_local: expected null/false for a non-ResNet backbone, got 'gaussian'"),
+         "model.non_local: expected null/false for backbone 'mobilenet_v2', got 'gaussian'"),
         ({"backbone": "mobilenet_v2", "temporal_pool": True},
-         "model.temporal_pool: expected null/false for a non-ResNet backbone, got True"),
+         "model.temporal_pool: expected null/false for backbone 'mobilenet_v2', got True"),
         ({"backbone": "mobileone_s0", "layout": "keras", "shift_place": "block"},
          "model.layout: expected one of the layouts of 'mobileone_s0' ['torch'], got 'keras'"),
         ({"backbone": "mobileone_s0", "layout": "torch"},

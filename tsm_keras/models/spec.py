@@ -115,9 +115,9 @@ class TSMSpec(ConfigSection):
             self.fail("shift_place", f"one of the shift places of {self.backbone!r} {list(backbone.shift_places)}",
                       self.shift_place)
         if self.non_local is not None and not backbone.supports_non_local:
-            self.fail("non_local", "null/false for a non-ResNet backbone", self.non_local)
+            self.fail("non_local", f"null/false for backbone {self.backbone!r}", self.non_local)
         if self.temporal_pool and not backbone.supports_temporal_pool:
-            self.fail("temporal_pool", "null/false for a non-ResNet backbone", self.temporal_pool)
+            self.fail("temporal_pool", f"null/false for backbone {self.backbone!r}", self.temporal_pool)
 
     @property
     def shifts(self):

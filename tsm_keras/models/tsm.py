@@ -7,6 +7,7 @@ from tsm_keras.models.backbones import get_backbone
 from tsm_keras.models.head import classifier_head
 from tsm_keras.models.spec import TSMSpec
 from tsm_keras.models.temporal import TemporalContext
+from tsm_keras.models.torch_weights import load_torch_backbone_weights
 
 # `TSM.from_preset` delegates to the loader `tsm_keras.presets` registers on import: the presets
 # need the checkpoint importer, which builds models, so this module cannot import them.
@@ -89,17 +90,17 @@ class TSM(keras.Model):
             shift_div=spec.shift_div,
             shift_place=spec.shift_place,
             direction=spec.direction,
-            non_local=spec.non_local,
-            temporal_pool=spec.temporal_pool,
+            non_local_mode=spec.non_local,
+            use_temporal_pool=spec.temporal_pool,
             bn_momentum=spec.bn_momentum,
         )
         clips = keras.Input((spec.num_segments,) + spec.input_shape, name="clip")
         frames = MergeSegments(name="merge_segments")(clips)
-        features = get_backbone(spec.backbone).features(
+        features, segments_after = get_backbone(spec.backbone).build(
             frames, context, layout=spec.layout, **spec.backbone_options
         )
         frame_logits = classifier_head(features, spec)
-        logits = SegmentConsensus(context.num_segments, name="consensus", dtype="float32")(
+        logits = SegmentConsensus(segments_after, name="consensus", dtype="float32")(
             frame_logits
         )
         super().__init__(inputs=clips, outputs=logits, **kwargs)
@@ -141,7 +142,7 @@ def build_tsm(backbone, num_classes, weights=None, shift=True, **kwargs):
             without its top); for layout `"torch"`, a PyTorch file (`.pth`,
             `.pt`, `.pth.tar`: torchvision ImageNet ResNet / MobileNetV2, or
             the backbone of an MMAction2 / mit-han-lab TSM checkpoint), read by
-            `tsm_keras.weights.load_torch_backbone_weights`. The classifier
+            `tsm_keras.models.torch_weights.load_torch_backbone_weights`. The classifier
             (and any Non-local block) keeps its initialisation. To restore a
             whole trained TSM use `model.load_weights(...)` or
             `keras.saving.load_model(...)`.
@@ -168,12 +169,10 @@ def load_weights(model, weights):
     if model.layout == "keras":
         return load_keras_applications_weights(model, weights)
     if str(weights).endswith((".pth", ".pt", ".pth.tar")):
-        from tsm_keras.weights import load_torch_backbone_weights  # imports this module
-
         return load_torch_backbone_weights(model, weights)
     raise ValueError(
         f"weights={weights!r} for layout='torch': PyTorch ImageNet weights are read by "
-        "the checkpoint importer (tsm_keras.weights)"
+        "load_torch_backbone_weights from .pth / .pt / .pth.tar files"
     )
 
 
