@@ -266,7 +266,7 @@ def test_blockres_placement_is_refused_and_tsn_twin_has_no_shift():
 
 
 def test_resnet_only_options_are_refused():
-    with pytest.raises(ValueError, match="ResNet"):
+    with pytest.raises(ValueError, match=r"model\.temporal_pool: expected null/false for backbone 'mobileone_s1'"):
         mobileone("s1", temporal_pool=True)
 
 
