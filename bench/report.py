@@ -172,7 +172,7 @@ def load_android_records(results_dir):
     directory = os.path.join(results_dir, ANDROID_HOST_DIR)
     if not os.path.isdir(directory) or not any(name.endswith(".json") for name in os.listdir(directory)):
         return [], None
-    from android_bench.report import load_records
+    from tsm_keras.android_bench.report import load_records
 
     command_path = os.path.join(directory, ANDROID_COMMAND_FILE)
     command = None
@@ -349,7 +349,7 @@ def render(results, android_records=(), android_command=None, loads=None):
             lines.append(f"- {note}")
         lines.append("")
     if android_records:
-        from android_bench.report import markdown_table as android_table
+        from tsm_keras.android_bench.report import markdown_table as android_table
 
         lines += ["## LiteRT on this machine (android_bench --host)", "",
                   "The on-device tool's host mode, same protocol and record schema as a phone run.", "",

@@ -7,8 +7,8 @@ import pathlib
 
 import pytest
 
-from android_bench import records
-from android_bench.report import write_record
+from tsm_keras.android_bench import records
+from tsm_keras.android_bench.report import write_record
 from bench import report
 from bench.training_throughput import parse_configuration, training_config
 

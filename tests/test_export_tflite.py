@@ -16,6 +16,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from test_export_online import per_frame_logits, randomize, relative_error, run_online
 from tsm_keras import build_tsm
 from tsm_keras.export import build_online, calibration, flatbuffer, metadata, tflite
+from tsm_keras.export.exporter import export_tflite
 from tsm_keras.export.runtime import LiteRTModel
 
 SIZE = 64
@@ -264,13 +265,14 @@ def test_cli_int8_float_io_from_a_directory_of_videos(tmp_path, offline, capsys)
     with open(labels, "w", encoding="utf-8") as handle:
         handle.write("".join(f"action {index}\n" for index in range(CLASSES)))
     out = str(tmp_path / "tsm_online_int8.tflite")
-    content = load_cli().main([model_path, "--mode", "online", "--quant", "int8", "--io", "float",
-                               "--calib", os.path.join(videos["data_root"], "val"), "--labels", labels,
-                               "--out", out])
+    status = load_cli().main([model_path, "--mode", "online", "--quant", "int8", "--io", "float",
+                              "--calib", os.path.join(videos["data_root"], "val"), "--labels", labels,
+                              "--out", out])
     printed = capsys.readouterr().out
+    assert status == 0
     assert "calibrated on 16 samples" in printed  # 4 videos x 4 segment frames, one sample per frame
     with open(out, "rb") as handle:
-        assert handle.read() == content
+        content = handle.read()
     # Float I/O: float <-> int8 conversions only at the graph boundary.
     ops = collections.Counter(flatbuffer.list_ops(content))
     assert ops["QUANTIZE"] == 11 and ops["DEQUANTIZE"] == 11  # image + 10 states in; logits + 10 out
@@ -299,11 +301,14 @@ def test_cli_int8_float_io_from_a_directory_of_videos(tmp_path, offline, capsys)
         metadata.load_metadata(out)
 
 
-def test_cli_refuses_bidirectional_online_export(tmp_path):
+def test_cli_refuses_bidirectional_online_export(tmp_path, capsys):
     model_path = str(tmp_path / "bidirectional.keras")
     build_tsm("mobilenet_v2", num_classes=CLASSES, num_segments=SEGMENTS, input_shape=(SIZE, SIZE, 3)).save(model_path)
-    with pytest.raises(SystemExit, match="expect the future"):
-        load_cli().main([model_path, "--mode", "online", "--out", str(tmp_path / "x.tflite")])
-    with pytest.raises(SystemExit, match="--io int8 needs --quant int8"):
-        load_cli().main([model_path, "--mode", "offline", "--io", "int8", "--out", str(tmp_path / "x.tflite")])
+    assert load_cli().main([model_path, "--mode", "online", "--out", str(tmp_path / "x.tflite")]) == 1
+    error = capsys.readouterr().err
+    assert "expect the future" in error and error.startswith("tsm-export: error: ") and error.count("\n") == 1
+    assert load_cli().main([model_path, "--mode", "offline", "--io", "int8", "--out", str(tmp_path / "x.tflite")]) == 2
+    assert "--io int8 needs --quant int8" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "x.tflite")
+    with pytest.raises(ValueError, match="io='int8' needs quant='int8'"):
+        export_tflite(keras.saving.load_model(model_path), str(tmp_path / "x.tflite"), mode="offline", io="int8")

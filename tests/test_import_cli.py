@@ -60,8 +60,16 @@ def test_cli_reports_a_mismatch_and_writes_nothing(checkpoint, tmp_path, capsys)
     assert not out.exists()
 
 
-def test_cli_rejects_bad_arguments(checkpoint, tmp_path):
-    with pytest.raises(SystemExit):
-        load_script().main([str(checkpoint), "--out", str(tmp_path / "model.h5")])
-    with pytest.raises(SystemExit):
-        load_script().main([str(checkpoint), "--out", str(tmp_path / "m.keras"), "--input-size", "big"])
+def test_cli_rejects_bad_arguments(checkpoint, tmp_path, capsys):
+    assert load_script().main([str(checkpoint), "--out", str(tmp_path / "model.h5")]) == 2
+    assert capsys.readouterr().err == "tsm-import: error: --out must end with .keras, got '%s'\n" % (tmp_path / "model.h5")
+    assert load_script().main([str(checkpoint), "--out", str(tmp_path / "m.keras"), "--input-size", "big"]) == 2
+    assert "--input-size must be S or HxW" in capsys.readouterr().err
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_cli_source_choices_are_the_importers():
+    from tsm_keras.cli.import_torch import SOURCES
+    from tsm_keras.weights.key_maps import SOURCES as IMPORTER_SOURCES
+
+    assert set(SOURCES) == {"auto"} | (set(IMPORTER_SOURCES) - {"torchvision"})

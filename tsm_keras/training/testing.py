@@ -87,6 +87,7 @@ def run_test(config, model, out_dir, split=None, dump=None, verbose=1):
         metrics["pair_accuracy"] = evaluation.pair_accuracy(result, pairs)
     metrics.update(
         split=split,
+        list=data.list_for(split) if data.source != "synthetic" else "built-in synthetic dataset",
         views=f"{data.num_test_clips} clip(s) x {data.num_test_crops} crop(s)",
         average=config.test.average,
     )
@@ -107,7 +108,8 @@ def run_test(config, model, out_dir, split=None, dump=None, verbose=1):
 def format_metrics(metrics):
     """One line per metric, the way the README quotes them."""
     lines = [
-        f"Test on {metrics['split']} ({metrics['num_videos']} videos, {metrics['views']}, "
+        f"Test on {metrics['split']}" + (f" = {metrics['list']}" if metrics.get("list") else "")
+        + f" ({metrics['num_videos']} videos, {metrics['views']}, "
         f"average {metrics['average']}):",
         f"  top1 {metrics['top1']:.4f}",
         f"  top5 {metrics['top5']:.4f}",

@@ -498,7 +498,7 @@ def import_torch_checkpoint(
                     f"{path}: the Non-local blocks have theta/phi convs, so they are "
                     "'dot_product' or 'embedded_gaussian' (identical tensors) and neither the "
                     "checkpoint's config nor its file name says which; pass "
-                    "non_local='dot_product' or 'embedded_gaussian' (--non-local)"
+                    "non_local='dot_product' or 'embedded_gaussian'"
                     + (f" (got {mode!r})" if mode else "")
                 )
     elif non_local is not None:
