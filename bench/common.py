@@ -1,4 +1,4 @@
-"""Shared plumbing of the `bench/` scripts: timing, machine facts, tables, JSON.
+"""Shared plumbing of the `bench/` scripts: timing, tables, JSON (statistics and machine facts: `tsm_keras.benchmarking`).
 
 Every benchmark measures the things it compares side by side in one run
 (interleaved, so that a noisy neighbour slows both), prints a table and writes
@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from tsm_keras import benchmarking
-from tsm_keras.benchmarking import latency_stats, machine_facts  # noqa: F401  (re-exported to the scripts)
+from tsm_keras.benchmarking import latency_stats, machine_facts
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(REPO_ROOT, "bench", "results")

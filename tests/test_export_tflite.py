@@ -192,6 +192,34 @@ def test_int8_stream_follows_the_float_model(online_models, online):
         assert np.abs(actual - expected).max() <= 0.1 * np.abs(expected).max()
 
 
+def test_runner_step_matches_hand_written_frame_loops(online_models, online, clip):
+    """`step` / `stream_frames` (LiteRT and Keras runners) against the explicit loops above."""
+    from tsm_keras.export.runtime import KerasOnlineRunner, clip_logits
+
+    litert = LiteRTModel(Interpreter(model_content=online_models["int8"]))
+    np.testing.assert_array_equal(clip_logits(litert, clip[0]), stream_litert(online_models["int8"], clip))
+    assert litert.last_invoke_ms > 0
+    np.testing.assert_allclose(clip_logits(KerasOnlineRunner(online), clip[0]), run_online(online, clip),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_check_compares_a_quantized_model_on_held_out_clips(online_models, online, offline):
+    from tsm_keras.export import check
+
+    clips = list(check.held_out_clips(offline, None, max_videos=3))
+    assert len(clips) == 3 and clips[0].shape == (SEGMENTS, SIZE, SIZE, 3)
+    result = check.compare_on_clips(offline, "online", online_models["int8"], clips)
+    # Independent expectation: the explicit frame loops, per-frame logits averaged over each clip.
+    expected = np.stack([run_online(online, clip[None]).mean(axis=0) for clip in clips])
+    actual = np.stack([stream_litert(online_models["int8"], clip[None]).mean(axis=0) for clip in clips])
+    assert result["videos"] == 3
+    assert result["top1_agreement"] == pytest.approx(np.mean(expected.argmax(1) == actual.argmax(1)))
+    assert result["max_abs_error"] == pytest.approx(np.abs(actual - expected).max(), rel=1e-5)
+    assert result["mean_abs_error"] == pytest.approx(np.abs(actual - expected).mean(), rel=1e-5)
+    fp32 = check.compare_on_clips(offline, "online", online_models["fp32"], clips)
+    assert fp32["top1_agreement"] == 1.0 and fp32["max_relative_error"] < 1e-4
+
+
 def test_float_islands_are_detected():
     """A graph op without an int8 kernel is wrapped in DEQUANTIZE/QUANTIZE: reported, and refused."""
     image = keras.Input(batch_shape=(1, 8, 8, 3), name="image")
@@ -267,10 +295,12 @@ def test_cli_int8_float_io_from_a_directory_of_videos(tmp_path, offline, capsys)
     out = str(tmp_path / "tsm_online_int8.tflite")
     status = load_cli().main([model_path, "--mode", "online", "--quant", "int8", "--io", "float",
                               "--calib", os.path.join(videos["data_root"], "val"), "--labels", labels,
-                              "--out", out])
+                              "--check", "--check-videos", "2", "--out", out])
     printed = capsys.readouterr().out
     assert status == 0
     assert "calibrated on 16 samples" in printed  # 4 videos x 4 segment frames, one sample per frame
+    # A quantized model is checked on real held-out clips, not on one random input.
+    assert "check on 2 held-out clips (the built-in dataset's test split): top-1 agreement " in printed
     with open(out, "rb") as handle:
         content = handle.read()
     # Float I/O: float <-> int8 conversions only at the graph boundary.
