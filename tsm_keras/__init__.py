@@ -3,7 +3,7 @@
 Importing the package is cheap: it does not import Keras or TensorFlow
 (the command-line tools answer `--help` before either loads). The public API
 below is resolved on first use (PEP 562), and the Keras serializables (the
-layers, `TSM`, `OnlineTSM`, the schedules) are registered as soon as Keras
+layers, `TSM`, `OnlineTSM`) are registered as soon as Keras
 is loaded, whichever comes first:
 
 >>> import tsm_keras
@@ -34,13 +34,13 @@ _PUBLIC_API = {
     "load_torch_checkpoint": "tsm_keras.weights",
 }
 
-# Modules whose import registers Keras serializables (`register_keras_serializable`).
+# Modules whose import registers the Keras serializables of a saved model
+# (`register_keras_serializable`; the training optimizer and schedule register
+# when `tsm_keras.training` is imported, which training code does anyway).
 _SERIALIZABLE_MODULES = (
     "tsm_keras.layers",
     "tsm_keras.models",
     "tsm_keras.export.online",
-    "tsm_keras.training.schedule",
-    "tsm_keras.training.optimizer",
 )
 
 

@@ -381,7 +381,7 @@ class TestConfig(_Section):
     Args:
         average: average softmax probabilities over views (`"prob"`,
             MMAction2) or logits (`"logit"`, mit-han-lab).
-        split: split evaluated at the end of training and by `train/test.py`.
+        split: split evaluated at the end of training and by `tsm-test`.
         val_split: split evaluated during training (`train.val_interval`).
         val_protocol: views of the validation during training: `"center"`
             (1 clip x 1 center crop, MMAction2's val pipeline) or `"test"`

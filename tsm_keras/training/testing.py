@@ -1,4 +1,4 @@
-"""The test protocol of a config, as run by `train/test.py` and at the end of `fit`."""
+"""The test protocol of a config, as run by `tsm-test` and at the end of `fit`."""
 
 import json
 import os
