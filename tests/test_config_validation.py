@@ -182,7 +182,7 @@ SEED_ROWS = {
 
 @pytest.mark.parametrize("name", sorted(SEED_ROWS))
 def test_seed_rows_carry_the_reference_recipe(name):
-    """The recipe and test protocol of each row, as listed in REFERENCE.md."""
+    """The recipe and test protocol of each row (docs/reference.md#training-recipes)."""
     from tsm_keras.data import resolve_flip_label_map
 
     backbone, frames, epochs, weight_decay, milestones, warmup, views, test_size = SEED_ROWS[name]

@@ -237,7 +237,7 @@ def test_unidirectional_model_is_causal(backbone):
 # --------------------------------------------------------------- complexity
 
 TABLE = [
-    # (build_tsm kwargs, table FLOPs in G, table params in M)
+    # (build_tsm kwargs, table FLOPs in G, table params in M); docs/reference.md#flops-and-parameters
     (dict(backbone="resnet50", num_classes=174), 32.88, 23.87),
     (dict(backbone="resnet50", num_classes=400), 32.88, 24.33),
     (dict(backbone="resnet50", num_classes=174, num_segments=16), 65.75, 23.87),
@@ -312,13 +312,11 @@ def test_weights_file_round_trip(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_non_local_model_round_trip(tmp_path):
-    model = build_tsm("resnet50", 4, num_segments=2, non_local="gaussian", input_shape=(32, 32, 3))
+def test_non_local_model_round_trip(tmp_path, tiny_tsm, round_trip):
+    model = tiny_tsm(backbone="resnet50", num_classes=4, num_segments=2, non_local="gaussian")
     clips = np.random.default_rng(7).normal(size=(1, 2, 32, 32, 3)).astype("float32")
-    path = tmp_path / "nl.keras"
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(loaded.predict(clips, verbose=0), model.predict(clips, verbose=0))
+    loaded = round_trip(model, clips, tmp_path)
+    assert loaded.non_local == "gaussian" and loaded.get_layer("layer3_block4_non_local").mode == "gaussian"
 
 
 def test_mixed_precision_builds_and_runs():

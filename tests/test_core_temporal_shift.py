@@ -1,4 +1,4 @@
-"""TemporalShift against a plain numpy reference written from the paper's definition."""
+"""TemporalShift against a plain numpy reference written from its definition (docs/reference.md#the-temporal-shift)."""
 
 import os
 import subprocess

@@ -16,27 +16,6 @@ SEGMENTS = 6
 CLASSES = 5
 
 
-def randomize(model, seed=0):
-    """Non-trivial BatchNorm statistics and classifier, so parity is not 0 == 0."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, variance = layer.get_weights()
-            layer.set_weights(
-                [
-                    rng.uniform(0.5, 1.5, gamma.shape),
-                    rng.normal(0, 0.1, beta.shape),
-                    rng.normal(0, 0.1, mean.shape),
-                    rng.uniform(0.5, 1.5, variance.shape),
-                ]
-            )
-    kernel, bias = model.get_layer("fc_cls").get_weights()
-    model.get_layer("fc_cls").set_weights(
-        [rng.normal(0, 0.1, kernel.shape), rng.normal(0, 0.1, bias.shape)]
-    )
-    return model
-
-
 def per_frame_logits(model, clip):
     """Offline per-frame logits: the TSM up to its classifier, before consensus."""
     frames = keras.Model(model.input, model.get_layer("fc_cls").output)
@@ -66,10 +45,10 @@ def relative_error(actual, expected):
         ("resnet50", "blockres", "torch"),
     ],
 )
-def test_online_matches_offline_per_frame(backbone, shift_place, layout):
+def test_online_matches_offline_per_frame(backbone, shift_place, layout, tiny_tsm):
     size = SIZE if backbone == "mobilenet_v2" else 32
-    offline = build_tsm(
-        backbone,
+    offline = tiny_tsm(
+        backbone=backbone,
         num_classes=CLASSES,
         num_segments=SEGMENTS,
         shift_place=shift_place,
@@ -77,7 +56,6 @@ def test_online_matches_offline_per_frame(backbone, shift_place, layout):
         layout=layout,
         input_shape=(size, size, 3),
     )
-    randomize(offline)
     online = build_online(offline)
     clip = np.random.default_rng(1).normal(size=(1, SEGMENTS, size, size, 3)).astype("float32")
     expected = per_frame_logits(offline, clip)
@@ -89,12 +67,9 @@ def test_online_matches_offline_per_frame(backbone, shift_place, layout):
     )
 
 
-def test_states_carry_the_past():
+def test_states_carry_the_past(tiny_tsm):
     """Frame t's output changes when an earlier frame changes; never with a later one."""
-    offline = randomize(
-        build_tsm("mobilenet_v2", num_classes=CLASSES, num_segments=4, direction="unidirectional",
-                  input_shape=(SIZE, SIZE, 3))
-    )
+    offline = tiny_tsm(num_classes=CLASSES, num_segments=4, direction="unidirectional", input_shape=(SIZE, SIZE, 3))
     online = build_online(offline)
     rng = np.random.default_rng(2)
     clip = rng.normal(size=(1, 4, SIZE, SIZE, 3)).astype("float32")
@@ -113,7 +88,7 @@ def test_states_carry_the_past():
 
 
 def test_mobilenet_v2_224_has_the_ten_reference_buffers():
-    """REFERENCE.md: 1x[56,56,3], 2x[28,28,4], 3x[14,14,8], 2x[14,14,12], 2x[7,7,20]; 27,048 floats."""
+    """1x[56,56,3], 2x[28,28,4], 3x[14,14,8], 2x[14,14,12], 2x[7,7,20]; 27,048 floats (docs/reference.md#online-model)."""
     online = build_online(
         build_tsm("mobilenet_v2", num_classes=27, num_segments=8, direction="unidirectional")
     )
@@ -140,10 +115,8 @@ def test_mobilenet_v2_224_has_the_ten_reference_buffers():
     assert online.output["logits"].shape == (1, 27)
 
 
-def test_tsn_twin_gives_a_stateless_per_frame_model():
-    offline = randomize(
-        build_tsm("mobilenet_v2", num_classes=CLASSES, num_segments=3, shift_div=0, input_shape=(SIZE, SIZE, 3))
-    )
+def test_tsn_twin_gives_a_stateless_per_frame_model(tiny_tsm):
+    offline = tiny_tsm(num_classes=CLASSES, num_segments=3, shift_div=0, input_shape=(SIZE, SIZE, 3))
     online = build_online(offline)
     assert online.state_names == ()
     clip = np.random.default_rng(3).normal(size=(1, 3, SIZE, SIZE, 3)).astype("float32")
@@ -169,11 +142,8 @@ def test_non_causal_models_are_refused(options, message):
         build_online(offline)
 
 
-def test_online_model_saves_and_loads(tmp_path):
-    offline = randomize(
-        build_tsm("mobilenet_v2", num_classes=CLASSES, num_segments=4, direction="unidirectional",
-                  input_shape=(SIZE, SIZE, 3))
-    )
+def test_online_model_saves_and_loads(tmp_path, tiny_tsm):
+    offline = tiny_tsm(num_classes=CLASSES, num_segments=4, direction="unidirectional", input_shape=(SIZE, SIZE, 3))
     online = build_online(offline)
     path = str(tmp_path / "online.keras")
     online.save(path)

@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_export_online import randomize
-from tsm_keras import build_tsm
 from tsm_keras.data import DataConfig, build_test_dataset, synthetic
 from tsm_keras.export import build_online
 from tsm_keras.export.exporter import export_tflite
@@ -30,13 +28,10 @@ def bikes_video():
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def workspace(tmp_path_factory, tiny_tsm):
     root = tmp_path_factory.mktemp("runners")
-    model = randomize(
-        build_tsm("mobilenet_v2", num_classes=CLASSES, num_segments=SEGMENTS, direction="unidirectional",
-                  input_shape=(SIZE, SIZE, 3)),
-        seed=3,
-    )
+    model = tiny_tsm(num_classes=CLASSES, num_segments=SEGMENTS, direction="unidirectional",
+                     input_shape=(SIZE, SIZE, 3), seed=3)
     paths = {"keras": str(root / "tsm.keras")}
     model.save(paths["keras"])
     for name, mode, quant, io in (("online", "online", "fp32", "float"), ("offline", "offline", "fp32", "float"),

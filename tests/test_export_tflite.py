@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from test_export_online import per_frame_logits, randomize, relative_error, run_online
+from test_export_online import per_frame_logits, relative_error, run_online
 from tsm_keras import build_tsm
 from tsm_keras.export import build_online, calibration, flatbuffer, metadata, tflite
 from tsm_keras.export.exporter import export_tflite
@@ -26,12 +26,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def offline():
-    return randomize(
-        build_tsm("mobilenet_v2", num_classes=CLASSES, num_segments=SEGMENTS, direction="unidirectional",
-                  input_shape=(SIZE, SIZE, 3)),
-        seed=7,
-    )
+def offline(tiny_tsm):
+    return tiny_tsm(num_classes=CLASSES, num_segments=SEGMENTS, direction="unidirectional",
+                    input_shape=(SIZE, SIZE, 3), seed=7)
 
 
 @pytest.fixture(scope="module")

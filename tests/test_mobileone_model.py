@@ -300,7 +300,7 @@ def test_shift_segments_must_divide_num_segments():
 
 
 def test_complexity_reproduces_the_table_row_with_the_train_time_model():
-    """K400 MobileOne-S4 1x1x16: 48.65 G FLOPs, 13.72 M params (400 classes)."""
+    """K400 MobileOne-S4 1x1x16: 48.65 G FLOPs, 13.72 M params (400 classes; docs/reference.md#flops-and-parameters)."""
     train = mobileone("s4", num_classes=400, num_segments=16, input_shape=(224, 224, 3))
     figures = model_complexity(train)
     assert figures["flops"] == pytest.approx(48.65e9, rel=0.01)
@@ -316,8 +316,8 @@ def test_complexity_reproduces_the_table_row_with_the_train_time_model():
     assert model_complexity(deploy)["flops"] < 0.98 * 48.65e9
 
 
-# MobileOne paper, Table 8 (deploy models, ImageNet, 224x224, 1000 classes):
-# params (M, rounded to 0.1) and MACs (M).
+# The MobileOne paper's deploy models (ImageNet, 224x224, 1000 classes), as recorded in
+# docs/reference.md#flops-and-parameters: params (M, rounded to 0.1) and MACs (M).
 PAPER = {
     "s0": (2.1, 275),
     "s1": (4.8, 825),

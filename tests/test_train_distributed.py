@@ -37,26 +37,16 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY_CONFIG = {
-    "model": {"backbone": "mobilenet_v2", "num_classes": 2, "dropout": 0.0},
-    "data": {
-        "source": "synthetic",
-        "synthetic": {"num_classes": 2, "train_videos_per_class": 8, "val_videos_per_class": 2,
-                      "test_videos_per_class": 2, "num_frames": 8, "frame_size": 32},
-        "num_clips": 4,
-        "resize_short": None,
-        "crop_size": 32,
-        "num_parallel_calls": 1,
-    },
+# Changes to the shared tiny config (tests/conftest.py).
+TINY_CHANGES = {
+    "data": {"num_parallel_calls": 1},
     # No clipping here, so a gradient-scale bug (e.g. gradients summed twice) shows up as a
     # larger step; lr small enough that the trajectories stay comparable (module docstring).
     # Clipping under replicas has its own test below.
     "optimizer": {"lr": 0.001, "clip_grad_norm": None},
-    "schedule": {"milestones": [], "warmup_epochs": 0},
     # 3 epochs of 1 step: log.csv holds the loss of every step, checkpoints/step-1 the weights
     # after the first step.
     "train": {"epochs": 3, "batch_per_replica": 2, "base_batch_size": 4, "steps_per_epoch": 1, "seed": 3,
@@ -89,11 +79,10 @@ def finish(process, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny_config_file):
     """Two multi-worker processes and one mirrored process, run once for this module."""
     tmp_path = tmp_path_factory.mktemp("distributed")
-    config_path = tmp_path / "tiny.yaml"
-    config_path.write_text(yaml.safe_dump(TINY_CONFIG))
+    config_path = tiny_config_file(tmp_path / "tiny.yaml", **TINY_CHANGES)
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     processes = []
     for index in range(2):

@@ -20,7 +20,6 @@ import time
 
 import h5py
 import numpy as np
-import yaml
 
 from tsm_keras.training.checkpoint import latest_checkpoint, list_checkpoints
 
@@ -28,15 +27,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIT = os.path.join(ROOT, "train", "fit.py")
 STEPS_PER_EPOCH = 6
 
-CONFIG = {
-    "model": {"backbone": "mobilenet_v2", "num_classes": 2, "dropout": 0.5},
-    "data": {
-        "source": "synthetic",
-        "synthetic": {"num_classes": 2, "train_videos_per_class": 8, "val_videos_per_class": 2,
-                      "test_videos_per_class": 2, "num_frames": 8, "frame_size": 32},
-        "num_clips": 4, "resize_short": None, "crop_size": 32, "flip": True,
-    },
-    "optimizer": {"lr": 0.01},
+# Changes to the shared tiny config (tests/conftest.py): dropout and flips on, a checkpoint every step.
+CHANGES = {
+    "model": {"dropout": 0.5},
+    "data": {"flip": True},
     "schedule": {"milestones": [1], "warmup_epochs": 0.5},
     "train": {"epochs": 2, "batch_per_replica": 2, "base_batch_size": 2, "steps_per_epoch": STEPS_PER_EPOCH,
               "seed": 5, "deterministic": True, "val_interval": 0},
@@ -71,9 +65,8 @@ def read_log(work_dir):
                 for row in csv.DictReader(handle)]
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(CONFIG))
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, tiny_config_file):
+    config_path = tiny_config_file(tmp_path / "config.yaml", **CHANGES)
     reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
     reference = fit(config_path, reference_dir)
     victim = fit(config_path, killed_dir)
@@ -119,10 +112,9 @@ def test_resume_ignores_partial_checkpoints(tmp_path):
     assert latest_checkpoint(str(tmp_path / "missing")) is None
 
 
-def test_fresh_run_refuses_a_work_dir_with_checkpoints(tmp_path):
+def test_fresh_run_refuses_a_work_dir_with_checkpoints(tmp_path, tiny_config_file):
     """Without --resume, an existing run is never silently overwritten or mixed with a new one."""
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(CONFIG))
+    config_path = tiny_config_file(tmp_path / "config.yaml", **CHANGES)
     step = tmp_path / "work" / "checkpoints" / "step-00000003"
     step.mkdir(parents=True)
     (step / "state.json").write_text("{}")

@@ -8,23 +8,19 @@ import pickle
 
 import numpy as np
 import pytest
-import yaml
 
 from tsm_keras.training.config import Config, load_config
 from tsm_keras.training.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-CONFIG = {
-    "model": {"backbone": "mobilenet_v2", "num_classes": 4, "dropout": 0.0},
+# Changes to the shared tiny config (tests/conftest.py): 4 classes, 3 test videos each, 3 crops.
+CHANGES = {
+    "model": {"num_classes": 4},
     "data": {
-        "source": "synthetic",
-        "synthetic": {"num_classes": 4, "train_videos_per_class": 4, "val_videos_per_class": 2,
-                      "test_videos_per_class": 3, "num_frames": 8, "frame_size": 32},
-        "num_clips": 4, "resize_short": None, "crop_size": 32, "test_crop": "three", "test_crop_size": 32,
+        "synthetic": {"num_classes": 4, "train_videos_per_class": 4, "test_videos_per_class": 3},
+        "test_crop": "three", "test_crop_size": 32,
     },
-    "optimizer": {"lr": 0.01},
-    "schedule": {"milestones": [], "warmup_epochs": 0},
     "train": {"epochs": 2, "batch_per_replica": 4, "base_batch_size": 4, "seed": 1, "val_interval": 1},
     "checkpoint": {"keep_last": 1, "save_best": True},
     "test": {"average": "prob", "views_per_batch": 6},
@@ -32,10 +28,9 @@ CONFIG = {
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_config_file):
     tmp_path = tmp_path_factory.mktemp("test_tool")
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(CONFIG))
+    config_path = tiny_config_file(tmp_path / "config.yaml", **CHANGES)
     work_dir = tmp_path / "work"
     result = Trainer(load_config(config_path), str(work_dir), verbose=0).fit()
     return config_path, work_dir, result

@@ -15,8 +15,9 @@ reference code so that `state_dict()` yields each family's keys by itself:
   per-block shift buffers.
 - torchvision ResNet and MobileNetV2 (ImageNet backbone layout).
 
-The temporal shift is the one of REFERENCE.md / mit-han-lab's
-`TemporalShift.shift`. Nothing here imports tsm_keras.
+The temporal shift is the one written down in docs/reference.md#the-temporal-shift
+(zero edges, `fold = C // shift_div`); the key layouts are those of
+docs/reference.md#checkpoint-layouts. Nothing here imports tsm_keras.
 """
 
 import math

@@ -19,7 +19,8 @@ Three output formats are recognised, in this order:
   `Average inference timings in us: Warmup: A, Init: B, Inference: C`
   (the native binary printed `no stats: C` instead of `Inference: C`).
 
-Every time is returned in milliseconds and every memory figure in MB.
+Every time is returned in milliseconds and every memory figure in MB. The formats are
+summarised in docs/reference.md#benchmark_model-output.
 """
 
 import dataclasses

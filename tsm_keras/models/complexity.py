@@ -1,5 +1,7 @@
 """FLOPs and parameters in the convention of MMAction2's results table.
 
+The convention and the table's figures: docs/reference.md#flops-and-parameters.
+
 - "FLOPs" are multiply-accumulates of the backbone for one clip
   (`1 x T x H x W x 3`), counting convolutions, Non-local matrix products and
   2 operations per BatchNorm output element; the classifier head, activations,
