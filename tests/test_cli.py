@@ -181,3 +181,13 @@ def test_epoch_progress_off_a_terminal_is_one_plain_line(capsys, verbose, expect
         return
     assert printed.count("\n") == 1 and "\r" not in printed and "\x1b" not in printed
     assert printed.startswith("Epoch 1/2: 3 steps, loss 1.5  top1 0.25  lr 0.01  clips/s ")
+
+
+def test_export_choices_are_the_exporters():
+    """`tsm-export` spells its choices out (so that --help needs no TensorFlow); they must not drift."""
+    from tsm_keras.cli import export
+    from tsm_keras.export import exporter, tflite
+
+    assert export.MODES == exporter.MODES
+    assert export.QUANT_MODES == tflite.QUANT_MODES
+    assert export.IO_TYPES == tflite.IO_TYPES

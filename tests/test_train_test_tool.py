@@ -47,10 +47,6 @@ def test_fit_leaves_the_documented_work_dir(trained):
     assert result.best_val_top1 is not None
 
 
-def load_config_from_dict(values):
-    return Config.from_dict(values)
-
-
 def load_script(name):
     spec = importlib.util.spec_from_file_location(f"train_{name}", os.path.join(ROOT, "train", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
@@ -112,24 +108,22 @@ def test_test_tool_on_another_split_says_so_and_keeps_the_run_report(trained, ca
     assert (work_dir / "test" / "metrics.json").read_text() == run_report
 
 
-def test_report_folder_names_what_is_tested():
+def test_report_folder_names_what_is_tested(tiny_config):
     from tsm_keras.cli.test import report_name
 
-    trained = load_config_from_dict({**CONFIG, "data": {**CONFIG["data"], "source": "video",
-                                                        "train_list": "lists/train.txt",
-                                                        "test_list": "lists/test.txt"}})
+    trained = Config.from_dict(tiny_config(data={"source": "video", "train_list": "lists/train.txt",
+                                                 "test_list": "lists/test.txt"}))
     assert report_name(trained, trained, "test") == "test"
     assert report_name(trained, trained, "val") == "test_val"  # no val list: the split names it
     other = dataclasses.replace(trained, data=trained.data.replace(test_list="lists/hard_cases.txt"))
     assert report_name(trained, other, "test") == "test_hard_cases"
 
 
-def test_quiet_training_keeps_summary_epochs_validation_and_test(tmp_path, capsys):
+def test_quiet_training_keeps_summary_epochs_validation_and_test(tmp_path, capsys, tiny_config_file):
     """`--quiet` drops only the progress bars; off a terminal the epochs are plain lines."""
     from tsm_keras.cli.train import main
 
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump({**CONFIG, "checkpoint": {"keep_last": 1, "save_best": False}}))
+    config_path = tiny_config_file(tmp_path / "config.yaml", **{**CHANGES, "checkpoint": {"save_best": False}})
     assert main(["--config", str(config_path), "--work-dir", str(tmp_path / "work"), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "\r" not in printed and "\x1b" not in printed
