@@ -25,6 +25,7 @@ setup(
             "tsm-stream=tsm_keras.cli.stream:main",
             "tsm-android-bench=tsm_keras.cli.android_bench:main",
             "tsm-make-tfrecords=tsm_keras.cli.make_tfrecords:main",
+            "tsm-make-videos=tsm_keras.cli.synthetic_videos:main",
         ],
     },
     install_requires=[

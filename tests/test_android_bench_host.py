@@ -4,7 +4,7 @@ import json
 import math
 import os
 import pathlib
-import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +12,7 @@ import pytest
 from tsm_keras import benchmarking
 from tsm_keras.android_bench import host, records
 from tsm_keras.cli import android_bench as run
+from tsm_keras.android_bench.errors import BenchError
 
 
 
@@ -117,7 +118,7 @@ def test_host_cli_writes_json_table_and_chart(tiny_models, tmp_path, capsys):
     assert image.imread(out / "latency.png").ndim == 3
 
 
-@pytest.mark.skipif(shutil.which("litert-benchmark") is None, reason="ai-edge-litert without litert-benchmark")
+@pytest.mark.skipif(host.find_litert_benchmark() is None, reason="ai-edge-litert without litert-benchmark")
 def test_host_litert_benchmark_runner_output_is_parsed(tiny_models, tmp_path, capsys):
     out = tmp_path / "litert_run"
     status = run.main(
@@ -130,6 +131,30 @@ def test_host_litert_benchmark_runner_output_is_parsed(tiny_models, tmp_path, ca
     assert record["latency_ms"]["count"] == 6 and record["latency_ms"]["warmup_count"] == 2
     assert "BENCHMARK RESULTS" in (out / record["log"]).read_text()
     assert json.loads((out / "tiny_classifier__cpu__t1.json").read_text())["status"] == "skipped"
+
+
+def test_litert_benchmark_is_found_beside_the_interpreter_when_not_on_path(tmp_path, monkeypatch):
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    tool = venv_bin / "litert-benchmark"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    on_path = tmp_path / "elsewhere"
+    on_path.mkdir()
+    other = on_path / "litert-benchmark"
+    other.write_text("#!/bin/sh\n")
+    other.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(venv_bin / "python"))
+    monkeypatch.setenv("PATH", str(on_path))
+    assert host.find_litert_benchmark() == str(tool)  # this interpreter's own comes first
+    monkeypatch.setenv("PATH", "")
+    assert host.find_litert_benchmark() == str(tool)  # the venv is not activated
+    tool.unlink()
+    monkeypatch.setenv("PATH", str(on_path))
+    assert host.find_litert_benchmark() == str(other)
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(BenchError, match=rf"litert-benchmark found neither beside {venv_bin / 'python'} nor on PATH"):
+        host.HostBench(host.LITERT_BENCHMARK)
 
 
 def test_host_cpu_mask_outside_this_machine_is_refused(tmp_path, capsys):

@@ -7,6 +7,7 @@ import pytest
 import tsm_keras
 from tsm_keras import TSM, TemporalShift, build_tsm, model_complexity
 from tsm_keras.layers import NonLocal, TemporalPool
+from tsm_keras.models import ModelFileError, load_tsm
 
 SMALL = (64, 64, 3)
 
@@ -297,6 +298,11 @@ def test_predict_fit_and_keras_round_trip(tmp_path):
     loaded = keras.saving.load_model(path)  # safe_mode=True by default
     assert isinstance(loaded, TSM)
     assert loaded.tsm_config() == model.tsm_config()
+    assert load_tsm(path).tsm_config() == model.tsm_config()
+    plain = tmp_path / "plain.keras"
+    keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]).save(plain)
+    with pytest.raises(ModelFileError, match=r"plain\.keras: not a tsm_keras TSM \(got Sequential\)"):
+        load_tsm(plain)
     np.testing.assert_array_equal(
         loaded.predict(clips, verbose=0), model.predict(clips, verbose=0)
     )

@@ -10,16 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_data_utils import encode_video, write_frame_folder
+from test_data_utils import encode_video, gray_level, gray_video, write_frame_folder
 from tsm_keras.data import DataConfig, DataError, DataReport, build_test_dataset, build_train_dataset
-
-
-def _level(line):
-    return 20 + 12 * line
-
-
-def _good_video(path, line):
-    return encode_video(path, np.full((12, 32, 32, 3), _level(line), np.uint8), gop_size=4)
 
 
 def _lines_of(views):
@@ -66,7 +58,7 @@ def broken_videos(tmp_path_factory):
             continue
         name, label = entry
         if name.startswith("good"):
-            _good_video(root / name, line)
+            gray_video(root / name, line)
         lines.append(f"{name} {label}")
     (root / "list.txt").write_text("\n".join(lines) + "\n")
     (root / "labels.txt").write_text("a\nb\nc\nd\n")
@@ -147,7 +139,7 @@ def test_raise_mode_stops_at_the_first_broken_video(broken_videos):
 
 def test_frame_folders_with_gaps_and_missing_folders(tmp_path):
     for name, line in (("good", 0), ("gappy", 1)):
-        write_frame_folder(tmp_path / name, np.full((8, 16, 16, 3), _level(line), np.uint8))
+        write_frame_folder(tmp_path / name, np.full((8, 16, 16, 3), gray_level(line), np.uint8))
     (tmp_path / "gappy" / "img_00005.jpg").unlink()
     (tmp_path / "list.txt").write_text("good 8 0\ngappy 8 1\nnowhere 8 0\n")
     config = DataConfig(source="frames", val_list=str(tmp_path / "list.txt"), data_root=str(tmp_path),

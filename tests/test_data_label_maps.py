@@ -1,4 +1,4 @@
-"""Shipped Kinetics-400 / Something-Something V2 class lists and flip maps."""
+"""Shipped Kinetics-400 / Something-Something V2 / Jester class lists and flip maps."""
 
 import os
 
@@ -24,8 +24,16 @@ def test_sthv2_list_and_its_left_right_pairs():
         assert names[left].replace("left", "X").replace("right", "left").replace("X", "right") == names[right]
 
 
+def test_jester_list():
+    names = load_label_map("jester")
+    assert len(names) == 27 and len(set(names)) == 27
+    assert names == sorted(names)  # the authors' online model was trained on the sorted classes
+    assert names[:3] == ["Doing other things", "Drumming Fingers", "No gesture"]
+    assert names[16:18] == ["Swiping Left", "Swiping Right"] and names[-1] == "Zooming Out With Two Fingers"
+
+
 def test_label_map_files_ship_in_the_package():
-    assert sorted(os.listdir(LABEL_MAP_DIR)) == ["kinetics400.txt", "sthv2.txt"]
+    assert sorted(os.listdir(LABEL_MAP_DIR)) == ["jester.txt", "kinetics400.txt", "sthv2.txt"]
 
 
 def test_auto_flip_map_recognises_sthv2_and_synthetic(tmp_path):

@@ -53,6 +53,21 @@ def encode_video(path, frames, codec="libx264", fps=10, gop_size=None, options=N
     return str(path)
 
 
+def gray_level(number):
+    """Gray level `20 + 12 number` that numbers a flat clip (survives lossy codecs)."""
+    return 20 + 12 * number
+
+
+def gray_number(frames):
+    """Inverse of `gray_level` for (possibly resized, lossy) flat frames."""
+    return int(np.round((np.asarray(frames, np.float64).mean() - 20) / 12))
+
+
+def gray_video(path, number, num_frames=12, size=32):
+    """A flat gray H.264 clip at `gray_level(number)`."""
+    return encode_video(path, np.full((num_frames, size, size, 3), gray_level(number), np.uint8), gop_size=4)
+
+
 def write_frame_folder(directory, frames, filename_tmpl="img_{:05d}.jpg", start_index=1):
     """JPEG frames `filename_tmpl.format(i + start_index)` in `directory`."""
     import tensorflow as tf

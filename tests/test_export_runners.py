@@ -94,6 +94,25 @@ def test_history_sum_and_reset_between_videos(workspace):
         assert result.score == pytest.approx(float(window.max()), rel=1e-6)
 
 
+def test_frame_step_feeds_every_nth_frame(workspace, capsys):
+    _, paths = workspace
+    video = paths["videos"][0]  # 12 frames
+    stream = stream_module.OnlineStream(paths["online"], history=12)
+    stepped = list(stream.run_video(video, frame_step=3))
+    metadata = stream.metadata
+    frames = list(stream_module.decode_frames(video, metadata.resize_short or min(metadata.input_size)))
+    stream.reset()
+    expected = [stream.step(stream_module.preprocess(rgb, metadata.input_size, metadata.mean, metadata.std))
+                for rgb in frames[::3]]  # frames 0, 3, 6, 9 with carried states
+    assert len(stepped) == 4
+    for result, reference in zip(stepped, expected):
+        np.testing.assert_array_equal(result.logits, reference.logits)
+    assert stream_cli.main([paths["online"], video, "--frame-step", "3"]) == 0
+    assert "1 video(s): 4 frames" in capsys.readouterr().out
+    assert stream_cli.main([paths["online"], video, "--frame-step", "0"]) == 2
+    assert capsys.readouterr().err == "tsm-stream: error: --frame-step must be >= 1, got 0\n"
+
+
 def test_stream_cli_int8_several_videos_and_a_broken_one(workspace, capsys):
     _, paths = workspace
     videos = paths["videos"][:2]

@@ -339,3 +339,30 @@ def test_cli_refuses_bidirectional_online_export(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "x.tflite")
     with pytest.raises(ValueError, match="io='int8' needs quant='int8'"):
         export_tflite(keras.saving.load_model(model_path), str(tmp_path / "x.tflite"), mode="offline", io="int8")
+
+
+def test_cli_refuses_a_model_safe_mode_refuses_in_one_line(tmp_path, capsys):
+    inputs = keras.Input((SIZE, SIZE, 3))
+    model_path = str(tmp_path / "lambda.keras")
+    keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(model_path)
+    assert load_cli().main([model_path, "--mode", "offline", "--out", str(tmp_path / "x.tflite")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"tsm-export: error: {model_path}: cannot be loaded as a Keras model: it holds Python code")
+    assert error.count("\n") == 1
+    garbage = str(tmp_path / "garbage.keras")
+    with open(garbage, "wb") as handle:
+        handle.write(b"not a zip archive")
+    assert load_cli().main([garbage, "--mode", "offline", "--out", str(tmp_path / "x.tflite")]) == 2
+    assert "garbage.keras: cannot be loaded as a Keras model: ValueError" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "x.tflite")
+
+
+def test_data_config_follows_the_base_chain():
+    """`--data-config configs/quickstart_online.yaml` (a `base:` and a model section only)."""
+    from tsm_keras.export.exporter import load_data_config
+    from tsm_keras.training.config import load_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "configs", "quickstart_online.yaml")
+    assert load_data_config(path) == load_config(path).data
+    assert load_data_config(path).synthetic.num_classes == 10

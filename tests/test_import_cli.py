@@ -73,3 +73,42 @@ def test_cli_source_choices_are_the_importers():
     from tsm_keras.weights.key_maps import SOURCES as IMPORTER_SOURCES
 
     assert set(SOURCES) == {"auto"} | (set(IMPORTER_SOURCES) - {"torchvision"})
+
+
+def test_cli_imports_a_preset_from_the_cache_or_a_copy_by_hand(tmp_path, monkeypatch, capsys):
+    import dataclasses
+    import hashlib
+
+    from tsm_keras import presets
+
+    name = "tsm_mobilenetv2_1x1x8_k400"
+    preset = presets.get_preset(name)
+    network = ref.randomize(ref.MMRecognizer(ref.MMMobileNetV2TSM(num_segments=8), 1280, 400), seed=6)
+    copy = tmp_path / "by_hand" / preset.file_name
+    copy.parent.mkdir()
+    torch.save({"state_dict": network.state_dict()}, copy)
+    sha = hashlib.sha256(copy.read_bytes()).hexdigest()[:8]
+    # Offline: the URL points nowhere; the copy by hand is checked against the preset's hash.
+    monkeypatch.setitem(presets.PRESETS, preset.name,
+                        dataclasses.replace(preset, url=(tmp_path / "offline.pth").as_uri(), sha256=sha))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    out = tmp_path / "models" / "preset.keras"
+    status = load_script().main(["--preset", preset.alias, "--checkpoint", str(copy), "--out", str(out),
+                                 "--input-size", "32"])
+    assert status == 0
+    model = keras.saving.load_model(out)
+    expected = load_torch_checkpoint(copy, input_shape=(32, 32, 3))
+    clip = np.random.default_rng(1).standard_normal((1, 8, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(model(clip)), np.asarray(expected(clip)))
+    summary = json.loads((tmp_path / "models" / "preset.import.json").read_text())
+    assert summary["preset"] == preset.name and summary["test_protocol"]["data"]["test_crop"] == "three"
+    labels = (tmp_path / "models" / "preset.labels.txt").read_text().splitlines()
+    assert len(labels) == 400 and labels[0] == "abseiling"
+    # Without the copy the download fails: one line naming the URL, exit status 1.
+    capsys.readouterr()
+    assert load_script().main(["--preset", name, "--out", str(tmp_path / "other.keras"),
+                               "--input-size", "48"]) == 1
+    error = capsys.readouterr().err
+    assert "cannot download file://" in error and "offline.pth" in error and "--checkpoint PATH" in error
+    assert load_script().main(["--preset", name, "--out", str(out), "--num-segments", "16"]) == 2
+    assert capsys.readouterr().err == "tsm-import: error: --preset fixes the architecture; drop --num-segments\n"

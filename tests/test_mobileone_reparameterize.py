@@ -224,6 +224,10 @@ def test_cli_refuses_bad_files(tmp_path, monkeypatch, capsys):
     assert run_script(source, tmp_path / "out.keras", monkeypatch=monkeypatch) == 1  # fails, not a usage error
     error = capsys.readouterr().err
     assert "MobileOne" in error and error.count("\n") == 1 and "Traceback" not in error
+    garbage = tmp_path / "garbage.keras"
+    garbage.write_bytes(b"not a zip archive")
+    assert run_script(garbage, tmp_path / "out.keras", monkeypatch=monkeypatch) == 2
+    assert "garbage.keras: cannot be loaded as a Keras model: ValueError" in capsys.readouterr().err
     assert not (tmp_path / "out.keras").exists()
 
 

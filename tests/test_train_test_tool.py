@@ -6,11 +6,13 @@ import json
 import os
 import pickle
 
+import keras
 import numpy as np
 import pytest
 
 from tsm_keras.training.config import Config, load_config
-from tsm_keras.training.trainer import Trainer
+from tsm_keras.training.testing import load_test_model
+from tsm_keras.training.trainer import Trainer, build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,6 +41,7 @@ def trained(tmp_path_factory, tiny_config_file):
 def test_fit_leaves_the_documented_work_dir(trained):
     _, work_dir, result = trained
     for name in ("config.yaml", "log.csv", "curves.png", "final.weights.h5", "best.weights.h5", "best.json",
+                 "model.keras", "best.keras",
                  "test/metrics.json", "test/confusion_matrix.png", "test/per_class.csv"):
         assert (work_dir / name).exists(), name
     assert [name for name in os.listdir(work_dir / "checkpoints")] == ["step-00000008"]  # keep_last 1
@@ -133,3 +136,32 @@ def test_quiet_training_keeps_summary_epochs_validation_and_test(tmp_path, capsy
     assert sum(line.startswith("  val: top1 ") for line in lines) == 2  # val_interval 1
     assert any(line.startswith("Test on test = built-in synthetic dataset (12 videos") for line in lines)
     assert lines[-1] == f"Work dir: {tmp_path / 'work'}"
+
+
+@pytest.mark.parametrize("model_name, weights_name", [("model.keras", "final.weights.h5"),
+                                                      ("best.keras", "best.weights.h5")])
+def test_saved_models_load_in_safe_mode_with_the_trained_weights(trained, model_name, weights_name):
+    config_path, work_dir, result = trained
+    loaded = keras.saving.load_model(work_dir / model_name, compile=False)  # safe_mode=True by default
+    reference = build_model(load_config(config_path))
+    reference.load_weights(work_dir / weights_name)
+    clips = np.random.default_rng(0).uniform(-2, 2, size=(2, *reference.input_shape[1:])).astype("float32")
+    np.testing.assert_allclose(loaded.predict(clips, verbose=0), reference.predict(clips, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    assert result.final_model == str(work_dir / "model.keras") and result.best_model == str(work_dir / "best.keras")
+
+
+def test_test_tool_reads_a_saved_model(trained, tmp_path):
+    config_path, work_dir, result = trained
+    script = load_script("test")
+    out_dir = tmp_path / "from_keras"
+    assert script.main(["--config", str(config_path), "--checkpoint", str(work_dir / "model.keras"),
+                        "--out-dir", str(out_dir)]) == 0
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    for key in ("top1", "top5", "mean_class_accuracy"):
+        assert metrics[key] == pytest.approx(result.test_metrics[key]), key
+    # A saved model of another architecture is refused, naming the file.
+    other = tmp_path / "other.keras"
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(other)
+    with pytest.raises(ValueError, match="other.keras: the saved model's weights"):
+        load_test_model(load_config(config_path), other)

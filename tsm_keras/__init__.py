@@ -32,6 +32,9 @@ _PUBLIC_API = {
     "reparameterize": "tsm_keras.models.reparameterize",
     "import_torch_checkpoint": "tsm_keras.weights",
     "load_torch_checkpoint": "tsm_keras.weights",
+    "from_preset": "tsm_keras.presets",
+    "get_preset": "tsm_keras.presets",
+    "list_presets": "tsm_keras.presets",
 }
 
 # Modules whose import registers the Keras serializables of a saved model

@@ -8,7 +8,8 @@ Two runners, selected with `--host-runner`:
   delegate `"xnnpack"` is the runtime's default XNNPACK delegate and `"cpu"`
   the builtin kernels without it (`BUILTIN_WITHOUT_DEFAULT_DELEGATES`).
 - `"litert-benchmark"`: the `litert-benchmark` command shipped by
-  ai-edge-litert (LiteRT's CompiledModel API) in a subprocess, its
+  ai-edge-litert (LiteRT's CompiledModel API) in a subprocess, found beside
+  this interpreter (a venv that is not activated) or else on PATH; its
   `BENCHMARK RESULTS` block parsed like the device output. Its CPU path is
   always XNNPACK, so it runs `"xnnpack"` and tries `"gpu"`.
 
@@ -22,6 +23,7 @@ import platform
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -209,6 +211,17 @@ def host_target(runner):
     return target
 
 
+def find_litert_benchmark():
+    """Path of the `litert-benchmark` command, or None.
+
+    The one installed with this interpreter's ai-edge-litert comes first (it
+    sits beside `sys.executable`, which is not on PATH in a venv that is not
+    activated), then PATH.
+    """
+    beside = shutil.which(LITERT_BENCHMARK, path=os.path.dirname(os.path.abspath(sys.executable)))
+    return beside or shutil.which(LITERT_BENCHMARK)
+
+
 class HostBench:
     """Runs each `RunSpec` on this machine.
 
@@ -227,10 +240,11 @@ class HostBench:
         check_cpu_mask(cpu_mask)
         if runner not in RUNNERS:
             raise BenchError(f"--host-runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
-        if runner == LITERT_BENCHMARK and shutil.which(LITERT_BENCHMARK) is None:
+        self.litert_benchmark = find_litert_benchmark() if runner == LITERT_BENCHMARK else None
+        if runner == LITERT_BENCHMARK and self.litert_benchmark is None:
             raise BenchError(
-                "litert-benchmark not found on PATH: `pip install ai-edge-litert` "
-                "or use --host-runner interpreter"
+                f"litert-benchmark found neither beside {sys.executable} nor on PATH: "
+                "`pip install ai-edge-litert` or use --host-runner interpreter"
             )
         self.runner = runner
         self.target = host_target(runner)
@@ -280,7 +294,7 @@ class HostBench:
 
     def _run_litert_benchmark(self, spec, out_dir):
         argv = [
-            LITERT_BENCHMARK,
+            self.litert_benchmark,
             "--model",
             str(spec.model_path),
             "--num_threads",

@@ -15,4 +15,5 @@ they share (exit codes, `--verbose`, `--debug`) live in `common`.
 | `tsm-stream`         | `stream`          | `python -m tsm_keras.stream`             |
 | `tsm-android-bench`  | `android_bench`   | `python android_bench/run.py`            |
 | `tsm-make-tfrecords` | `make_tfrecords`  | `python -m tsm_keras.data.make_tfrecords` |
+| `tsm-make-videos`    | `synthetic_videos` | (new)                                   |
 """

@@ -101,15 +101,14 @@ def print_check(args, model, content, data_config):
 
 def run(args):
     _validate(args)
-    import keras
-
-    import tsm_keras  # noqa: F401  (registers the TSM classes for loading)
     from tsm_keras.export.exporter import export_tflite, load_data_config
+    from tsm_keras.models.saving import ModelFileError, load_tsm
 
     data_config = load_data_config(args.data_config) if args.data_config else None
-    model = keras.saving.load_model(args.model, compile=False)
-    if not hasattr(model, "tsm_config"):
-        raise common.UsageError(f"{args.model}: not a tsm_keras TSM (got {type(model).__name__})")
+    try:
+        model = load_tsm(args.model)
+    except ModelFileError as error:
+        raise common.UsageError(error) from None
     try:
         content, info = export_tflite(model, args.out, mode=args.mode, quant=args.quant, io=args.io,
                                       data_config=data_config, calib=args.calib, calib_videos=args.calib_videos,

@@ -4,6 +4,11 @@
         [--source auto|mmaction2|mit|mit_online] [--arch resnet50|resnet101|mobilenet_v2|mobileone_s4] \\
         [--num-segments T] [--shift-div 8] [--non-local dot_product|gaussian|embedded_gaussian] \\
         [--direction bidirectional|unidirectional] [--input-size 224] [--shift-segments 8]
+    tsm-import --preset tsm_r50_1x1x8_k400 --out MODEL.keras [--checkpoint CKPT]
+
+`--preset NAME` takes a published checkpoint by name (`tsm_keras.list_presets()`):
+downloaded into the Keras cache, hash-checked and imported with the preset's
+settings (`tsm_keras.presets`); `--checkpoint` gives a copy obtained by hand.
 
 The architecture (backbone, classes, shift placement, Non-local type, temporal
 pooling, MobileOne deploy form) is read from the checkpoint's keys and shapes;
@@ -31,7 +36,10 @@ SOURCES = ("auto", "mmaction2", "mit", "mit_online")  # checked against weights.
 def build_parser():
     description, epilog = common.docstring_help(__doc__)
     parser = common.ArgumentParser("tsm-import", description, epilog=epilog)
-    parser.add_argument("checkpoint", help="PyTorch checkpoint (.pth, .pt, .pth.tar)")
+    parser.add_argument("checkpoint", nargs="?", help="PyTorch checkpoint (.pth, .pt, .pth.tar)")
+    parser.add_argument("--preset", help="a published checkpoint by name (tsm_keras.list_presets())")
+    parser.add_argument("--checkpoint", dest="preset_checkpoint", metavar="CKPT",
+                        help="with --preset: a local copy of its checkpoint (no download)")
     parser.add_argument("--out", required=True, help="output Keras model (.keras)")
     parser.add_argument("--source", choices=SOURCES, default="auto")
     parser.add_argument("--arch", help="backbone the checkpoint must hold (checked, not forced)")
@@ -56,6 +64,52 @@ def input_shape(text):
     return (sizes[0], sizes[-1], 3)
 
 
+def check_preset_arguments(args):
+    """`--preset` and a checkpoint file exclude each other, and a preset fixes the architecture."""
+    if args.preset is None and args.checkpoint is None:
+        raise common.UsageError("give a checkpoint file or --preset NAME")
+    if args.preset is None:
+        if args.preset_checkpoint is not None:
+            raise common.UsageError("--checkpoint goes with --preset; give the checkpoint file as the positional argument")
+        return
+    if args.checkpoint is not None:
+        raise common.UsageError("--preset takes its local copy as --checkpoint CKPT, not as a positional argument")
+    fixed = [flag for flag, value in (("--source", args.source != "auto"), ("--arch", args.arch),
+                                      ("--num-segments", args.num_segments), ("--shift-div", args.shift_div),
+                                      ("--non-local", args.non_local), ("--direction", args.direction),
+                                      ("--shift-segments", args.shift_segments)) if value]
+    if fixed:
+        raise common.UsageError(f"--preset fixes the architecture; drop {', '.join(fixed)}")
+
+
+def import_preset(args, shape, console):
+    """`--preset NAME`: the preset's model to `--out`, its labels and settings next to it."""
+    from tsm_keras import presets
+    from tsm_keras.data.annotations import write_label_map
+
+    preset = presets.get_preset(args.preset)
+    model = presets.from_preset(args.preset, checkpoint=args.preset_checkpoint, input_shape=shape)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    model.save(args.out)
+    summary_path, labels_path = sidecar_paths(args.out)
+    write_label_map(labels_path, preset.class_names())
+    summary = {
+        "preset": preset.name,
+        "url": preset.url,
+        "sha256_prefix": preset.sha256,
+        "tsm_config": model.tsm_config(),
+        "normalization": preset.normalization,
+        "test_protocol": preset.test_protocol,
+        "published_top1": preset.top1,
+        "labels_file": os.path.abspath(labels_path),
+    }
+    with open(summary_path, "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2)
+    console.print(f"preset {preset.name} ({preset.alias}): {preset.backbone}, {preset.num_classes} classes, "
+                  f"T={preset.num_segments}")
+    console.print(f"wrote {args.out}, {summary_path} and {labels_path}")
+
+
 def sidecar_paths(out):
     stem = out[: -len(".keras")]
     return f"{stem}.import.json", f"{stem}.labels.txt"
@@ -65,12 +119,16 @@ def run(args):
     if not args.out.endswith(".keras"):
         raise common.UsageError(f"--out must end with .keras, got {args.out!r}")
     shape = input_shape(args.input_size)
+    check_preset_arguments(args)
     from rich.console import Console
     from rich.table import Table
 
     from tsm_keras.data.annotations import write_label_map
     from tsm_keras.weights import import_torch_checkpoint
 
+    console = Console(stderr=True)
+    if args.preset is not None:
+        return import_preset(args, shape, console)
     imported = import_torch_checkpoint(
         args.checkpoint,
         source=args.source,
@@ -92,7 +150,6 @@ def run(args):
     with open(summary_path, "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
 
-    console = Console(stderr=True)
     table = Table(title=f"{os.path.basename(args.checkpoint)} ({imported.source})")
     for column in ("setting", "value", "from"):
         table.add_column(column)

@@ -29,7 +29,9 @@ def build_parser():
 
 
 def run(args):
-    for path in (args.model, args.video):
+    for path, what in ((args.model, "a model file"), (args.video, "a video file")):
+        if os.path.isdir(path):
+            raise common.UsageError(f"{path}: a directory, expected {what}")
         if not os.path.isfile(path):
             raise common.UsageError(f"{path}: no such file")
     if args.top < 1:

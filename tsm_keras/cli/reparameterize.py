@@ -42,12 +42,13 @@ def run(args):
         raise common.UsageError(f"{args.source}: expected an existing .keras model file")
     if not args.target.endswith(".keras"):
         raise common.UsageError(f"{args.target}: the output must be a .keras file")
-    import keras
-
     import tsm_keras
-    from tsm_keras.models import count_params
+    from tsm_keras.models import ModelFileError, count_params, load_tsm
 
-    train = keras.saving.load_model(args.source, compile=False)
+    try:
+        train = load_tsm(args.source)
+    except ModelFileError as error:
+        raise common.UsageError(error) from None
     try:
         deploy = tsm_keras.reparameterize(train)
     except ValueError as error:

@@ -1,12 +1,14 @@
 """Stream videos frame by frame through an online TSM exported to LiteRT.
 
     tsm-stream MODEL_online.tflite VIDEO [VIDEO ...] \\
-        [--history 12] [--threads 2] [--every 1] [--quiet]
+        [--history 12] [--frame-step 1] [--threads 2] [--every 1] [--quiet]
 
 Every frame is decoded, resized, centre-cropped and normalised as the model's
 `FILE.tflite.json` sidecar says, and run with the states of the previous
 frame (zero at the start of every video). A frame's prediction is the argmax
-of the sum of the last --history logit vectors (the authors' demo). Each
+of the sum of the last --history logit vectors (the authors' demo).
+`--frame-step N` feeds every N-th frame, to match the frame spacing of the
+training clips (see `tsm_keras.stream`). Each
 frame prints its prediction and the interpreter latency; a latency summary
 (median, p90, mean) ends each video and the run. Exit status 1 when no video
 could be streamed.
@@ -23,6 +25,8 @@ def build_parser():
     parser.add_argument("model", help="online .tflite exported by tsm-export --mode online")
     parser.add_argument("videos", nargs="+", help="video files (states reset between videos)")
     parser.add_argument("--history", type=int, default=12, help="logit vectors summed per prediction (12)")
+    parser.add_argument("--frame-step", type=int, default=1, metavar="N",
+                        help="feed every N-th frame, to match the frame spacing of the training clips (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="LiteRT CPU threads")
     parser.add_argument("--every", type=int, default=1, help="print every N-th frame (default every frame)")
     parser.add_argument("--quiet", action="store_true", help="only the per-video and final summaries")
@@ -40,7 +44,7 @@ def format_latency(title, latencies_ms):
 def stream_video(stream, video, args):
     """Prints the frames of one video; returns its final label and latencies."""
     latencies, last = [], None
-    for result in stream.run_video(video):
+    for result in stream.run_video(video, frame_step=args.frame_step):
         latencies.append(result.latency_ms)
         last = result
         if not args.quiet and result.index % args.every == 0:
@@ -54,6 +58,8 @@ def run(args):
         raise common.UsageError(f"{args.model}: no such file")
     if args.every < 1:
         raise common.UsageError(f"--every must be >= 1, got {args.every}")
+    if args.frame_step < 1:
+        raise common.UsageError(f"--frame-step must be >= 1, got {args.frame_step}")
     if args.history < 1:
         raise common.UsageError(f"--history must be >= 1, got {args.history}")
     from tsm_keras.data import DataError

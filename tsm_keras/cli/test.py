@@ -26,7 +26,7 @@ def build_parser():
     parser = common.ArgumentParser("tsm-test", description, epilog=epilog)
     parser.add_argument("--config", required=True, help="YAML config the model was trained with")
     parser.add_argument("--checkpoint", required=True,
-                        help="a .weights.h5 file, a checkpoints/step-* directory or a work dir")
+                        help="a .weights.h5 file, a .keras model, a checkpoints/step-* directory or a work dir")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set data.test_crop=ten")
     parser.add_argument("--split", choices=("train", "val", "test"), help="default: the config's test.split")

@@ -10,7 +10,8 @@ Public API:
   label, video_index)`, V = temporal clips x crops.
 - `num_train_videos(config)` / `num_videos(config, split)`: epoch sizes.
 - `synthetic`: the built-in temporal dataset (in memory, or `write_videos`).
-- `DataReport` / `DataError`: skipped-input accounting.
+- `DataReport` / `DataError`: skipped-input accounting; `data_error_line`
+  recovers a `DataError`'s one line from the `tf.errors.OpError` carrying it.
 """
 
 from tsm_keras.data import synthetic
@@ -23,5 +24,5 @@ from tsm_keras.data.pipeline import (
     num_videos,
     resolve_flip_label_map,
 )
-from tsm_keras.data.report import DataError, DataReport
+from tsm_keras.data.report import DataError, DataReport, data_error_line
 from tsm_keras.data.sampling import FrameSampler, dense_sample_frames, sample_frames

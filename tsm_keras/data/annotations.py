@@ -3,17 +3,18 @@
 Video list: one `relative/path.mp4 LABEL` per line. Rawframe list: one
 `frame_dir TOTAL_FRAMES LABEL` per line. Paths are relative to a data root.
 A label map is a text file with one class name per line (line i = class i);
-`"kinetics400"` and `"sthv2"` name the lists shipped in `label_maps/`.
+`"kinetics400"`, `"sthv2"` and `"jester"` name the lists shipped in `label_maps/`.
 """
 
 import dataclasses
 import os
+import re
 from typing import Optional
 
 from tsm_keras.data.report import DataError
 
 LABEL_MAP_DIR = os.path.join(os.path.dirname(__file__), "label_maps")
-SHIPPED_LABEL_MAPS = ("kinetics400", "sthv2")
+SHIPPED_LABEL_MAPS = ("kinetics400", "sthv2", "jester")
 
 # MMAction2's `sthv2_flip_label_map`: left/right classes of Something-Something V2.
 STHV2_FLIP_PAIRS = ((86, 87), (93, 94), (166, 167))
@@ -63,20 +64,28 @@ def load_label_map(name_or_path):
     return names
 
 
-def _parse_int(text):
-    try:
-        return int(text)
-    except ValueError:
-        return None
+# Labels and frame counts are plain decimal numbers: no sign, no "_"
+# separators, no non-ASCII digits (all of which `int` would accept).
+_DECIMAL = re.compile(r"[0-9]+")
+# Labels are stored as int32.
+MAX_LABEL = 2**31 - 1
+
+
+def _parse_count(text):
+    """The value of a plain non-negative decimal integer, else None."""
+    return int(text) if _DECIMAL.fullmatch(text) else None
 
 
 def read_list(list_path, data_root="", kind="video", num_classes=None, report=None):
     """Records of an MMAction2 annotation list.
 
-    Unreadable lines (wrong field count, non-integer label or frame count)
-    and labels outside `[0, num_classes)` raise `DataError` unless a
-    `report` is given, in which case they are counted there (with one
-    warning each) and skipped. Blank lines are ignored.
+    The file is read as UTF-8 (a leading byte-order mark is dropped;
+    undecodable bytes become U+FFFD, so such a path is a missing file).
+    Unreadable lines (wrong field count, a path with a NUL byte, a label or
+    frame count that is not a plain non-negative decimal integer such as
+    `+2` or `1_0`) and labels outside `[0, num_classes)` raise `DataError`
+    unless a `report` is given, in which case they are counted there (with
+    one warning each) and skipped. Blank lines are ignored.
 
     Args:
         list_path: the list file.
@@ -90,11 +99,13 @@ def read_list(list_path, data_root="", kind="video", num_classes=None, report=No
     """
     if kind not in ("video", "frames"):
         raise ValueError(f"kind must be 'video' or 'frames', got {kind!r}")
+    if os.path.isdir(list_path):
+        raise FileNotFoundError(f"annotation list {list_path}: a directory, expected a list file")
     if not os.path.isfile(list_path):
         raise FileNotFoundError(f"annotation list {list_path}: no such file")
     expected = "'path label'" if kind == "video" else "'frame_dir total_frames label'"
     records = []
-    with open(list_path, encoding="utf-8", errors="replace") as handle:
+    with open(list_path, encoding="utf-8-sig", errors="replace") as handle:
         for line_number, line in enumerate(handle):
             fields = line.split()
             if not fields:
@@ -115,16 +126,18 @@ def _parse_line(fields, kind, expected, where, data_root, line_number, num_class
     num_fields = 2 if kind == "video" else 3
     if len(fields) != num_fields:
         raise DataError(where, "bad_line", f"expected {expected}, got {' '.join(fields)!r}")
-    label = _parse_int(fields[-1])
+    if "\0" in fields[0]:
+        raise DataError(where, "bad_line", f"path {fields[0]!r} contains a NUL byte")
+    label = _parse_count(fields[-1])
     if label is None:
-        raise DataError(where, "bad_line", f"label {fields[-1]!r} is not an integer")
+        raise DataError(where, "bad_line", f"label {fields[-1]!r} is not a non-negative decimal integer")
     num_frames = None
     if kind == "frames":
-        num_frames = _parse_int(fields[1])
-        if num_frames is None or num_frames < 0:
-            raise DataError(where, "bad_line", f"total_frames {fields[1]!r} is not a non-negative integer")
-    if label < 0 or (num_classes is not None and label >= num_classes):
-        bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
+        num_frames = _parse_count(fields[1])
+        if num_frames is None:
+            raise DataError(where, "bad_line", f"total_frames {fields[1]!r} is not a non-negative decimal integer")
+    if label > MAX_LABEL or (num_classes is not None and label >= num_classes):
+        bound = f"[0, {num_classes})" if num_classes is not None else f"[0, {MAX_LABEL}]"
         raise DataError(f"{where} ({fields[0]})", "bad_label", f"label {label} not in {bound}")
     path = os.path.join(data_root, fields[0]) if data_root else fields[0]
     return VideoRecord(path=path, label=label, index=line_number, num_frames=num_frames)

@@ -191,7 +191,7 @@ class DataConfig:
         data_root: prefix of the paths in the training list.
         data_root_val: prefix for the val/test lists (default `data_root`).
         label_map: class-name file (one per line) or the name of a shipped
-            list, `"kinetics400"` / `"sthv2"`; labels outside it are skipped.
+            list, `"kinetics400"` / `"sthv2"` / `"jester"`; labels outside it are skipped.
         filename_tmpl: frame file name template of frame folders.
         start_index: first frame number of frame folders (default 1 for
             `"frames"`, 0 otherwise, like MMAction2).

@@ -135,7 +135,12 @@ def _record_stream(num_records, seed, shuffle, epochs):
     return steps.map(locate)
 
 
-def _load_and_filter(stream, loader, report, parallel):
+def _load_and_filter(stream, loader, report, parallel, list_path=None):
+    """Decoded items with the broken ones dropped; a pass summary at the end
+    of every pass. With `list_path` (training, which repeats), a pass that
+    read no clip at all is an error: the next one would not read any either,
+    and the filter would search for a good clip forever."""
+
     def load(position, step, pass_index, last):
         frames, label, ok = tf.py_function(loader, [position, step, pass_index], [tf.uint8, tf.int32, tf.bool])
         frames.set_shape([None, None, None, 3])
@@ -144,7 +149,9 @@ def _load_and_filter(stream, loader, report, parallel):
         return frames, label, ok, step, pass_index, last
 
     def end_pass(pass_index):
-        report.end_pass(int(pass_index))
+        summary = report.end_pass(int(pass_index))
+        if list_path is not None and summary.num_ok == 0:
+            raise DataError(list_path, "nothing_read", str(summary))
         return True
 
     def keep(frames, label, ok, step, pass_index, last):
@@ -239,7 +246,9 @@ def build_train_dataset(config, batch_size, seed=None, num_shards=1, shard_index
     visits this shard's videos once in a fresh seeded order; use
     `num_train_videos(config, num_shards, shard_index) // batch_size` as
     steps per epoch. Broken videos are skipped (one warning each, summary at
-    the end of every epoch) or fatal with `on_error="raise"`.
+    the end of every epoch) or fatal with `on_error="raise"`; an epoch in
+    which no video could be read stops the dataset with a `DataError`
+    ("no video read", carried by a `tf.errors.InvalidArgumentError`).
 
     Args:
         config: `DataConfig`.
@@ -275,7 +284,8 @@ def build_train_dataset(config, batch_size, seed=None, num_shards=1, shard_index
                              f"{shard_index}/{num_shards}")
         source.records = [source.records[i] for i in positions]
         loader = _Loader(source, FrameSampler(config, test_mode=False), report, config.on_error, seed)
-        items = _load_and_filter(_record_stream(len(positions), seed, True, epochs), loader, report, parallel)
+        items = _load_and_filter(_record_stream(len(positions), seed, True, epochs), loader, report, parallel,
+                                 config.train_list)
     seed_tensor = tf.constant(seed, tf.int64)
 
     def augment(frames, label, ok, step, pass_index, last):

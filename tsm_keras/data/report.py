@@ -3,6 +3,7 @@
 import collections
 import dataclasses
 import logging
+import re
 import threading
 
 logger = logging.getLogger("tsm_keras.data")
@@ -12,12 +13,15 @@ REASONS = {
     "bad_line": "unreadable list line",
     "bad_label": "label outside the label map",
     "missing": "missing file",
+    "unreadable": "unreadable file (permission or I/O error)",
     "empty": "zero bytes",
     "not_video": "not a video (or unreadable container)",
     "truncated": "truncated",
     "no_frames": "zero decodable frames",
     "frame_gap": "frame folder with gaps",
     "bad_frame": "undecodable frame",
+    # Not a skip: the whole list, when a pass over it read nothing.
+    "nothing_read": "no video of the list could be read",
 }
 
 
@@ -35,9 +39,28 @@ class DataError(ValueError):
             raise ValueError(f"unknown reason {reason!r}")
         self.path = str(path)
         self.reason = reason
-        self.detail = detail
+        self.detail = " ".join(str(detail).split())  # one line, whatever the library's message held
         text = f"{self.path}: {REASONS[reason]}"
-        super().__init__(f"{text} ({detail})" if detail else text)
+        super().__init__(f"{text} ({self.detail})" if self.detail else text)
+
+
+def data_error_line(error):
+    """The `path: reason (detail)` line of a data error, or None.
+
+    A `DataError` raised while a `tf.data` pipeline reads (`on_error:
+    raise`, or a training pass that read nothing) reaches the caller as a
+    `tf.errors.OpError` whose message also holds the Python traceback; a
+    command line tool prints this line instead.
+
+    Example:
+
+    >>> data_error_line(DataError("a.mp4", "empty"))
+    'a.mp4: zero bytes'
+    """
+    if isinstance(error, DataError):
+        return str(error)
+    match = re.search(r"DataError: (.+)", getattr(error, "message", None) or str(error))
+    return match.group(1).strip() if match else None
 
 
 @dataclasses.dataclass

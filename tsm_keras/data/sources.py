@@ -8,6 +8,7 @@ The TFRecord source is streamed and lives in `tsm_keras.data.tfrecords`.
 
 import bisect
 import os
+import stat
 
 import numpy as np
 
@@ -18,6 +19,19 @@ from tsm_keras.data.report import DataError
 # Seek forward (to the key frame before the next wanted frame) only when it
 # skips at least this many frames; shorter gaps are cheaper to decode through.
 SEEK_MIN_GAP = 24
+
+# No decoder outputs a frame more than this many frames away from its place
+# in decode order (H.264/HEVC hold at most 16 pictures for reordering);
+# timestamps that claim more (a concatenated file starting again at 0) do
+# not order the frames.
+MAX_REORDER = 16
+
+# Containers whose header stores the duration (the muxer writes it back
+# after the last packet: Matroska's segment info, FLV's onMetaData), so
+# packets ending well before it mean the file lost its end. Other formats
+# estimate the duration from the bitrate or from the file's own end, which
+# proves nothing (mp4 and avi store a frame count, checked instead).
+DURATION_IN_HEADER = frozenset({"matroska", "webm", "flv"})
 
 
 def resized_shape(height, width, short_side):
@@ -42,6 +56,14 @@ class VideoReader:
     when `short_side` is given). PyAV releases the GIL while decoding, so
     parallel `tf.data` calls decode on several cores.
 
+    When the timestamps cannot order the frames (missing, repeated, as in
+    two MPEG-TS files concatenated, or jumping back further than any
+    decoder reorders), frame `i` is the `i`-th frame out of a sequential
+    decode instead. Every failure of the file (the OS, the demuxer, the
+    decoder) raises `DataError` naming the file and the reason; a file
+    that ends before what its container declares (frame count, or the
+    duration Matroska, WebM and FLV store in their header) is "truncated".
+
     Args:
         path: video file.
         decode_threads: FFmpeg decoder threads (1: one thread; 0: FFmpeg picks).
@@ -55,68 +77,93 @@ class VideoReader:
     def __init__(self, path, decode_threads=1):
         self.path = os.fspath(path)
         self.decode_threads = decode_threads
-        try:
-            size = os.path.getsize(self.path)
-        except FileNotFoundError:
-            raise DataError(self.path, "missing") from None
-        except OSError as error:
-            raise DataError(self.path, "missing", str(error)) from None
-        if size == 0:
-            raise DataError(self.path, "empty")
+        check_video_file(self.path)
         self._index()
 
     def _open(self):
-        import av
-
-        try:
-            return av.open(self.path, metadata_errors="ignore")
-        except (av.FFmpegError, UnicodeDecodeError) as error:
-            raise DataError(self.path, "not_video", _short(error)) from None
+        return open_container(self.path)
 
     def _index(self):
-        import av
-
         container = self._open()
         try:
-            if not container.streams.video:
-                raise DataError(self.path, "not_video", "no video stream")
-            stream = container.streams.video[0]
-            pts, keys = [], []
-            truncated = None
-            try:
-                for packet in container.demux(stream):
-                    if packet.size == 0:
-                        continue
-                    pts.append(packet.pts)
-                    keys.append(packet.is_keyframe)
-            except av.FFmpegError as error:
-                truncated = _short(error)
-            self.height, self.width = stream.codec_context.height, stream.codec_context.width
-            declared = stream.frames
+            pts, keys, truncated = self._scan(container)
+        except DataError:
+            raise
+        except Exception as error:  # e.g. a stream without a decoder context (AttributeError)
+            raise DataError(self.path, "not_video", describe_error(error)) from None
         finally:
-            container.close()
+            _close(container)
         if not pts:
             raise DataError(self.path, "no_frames", truncated or "no video packets")
-        if truncated is None and declared and len(pts) < declared:
-            truncated = f"{len(pts)} of the {declared} frames the container declares are present"
         if truncated is not None:
             raise DataError(self.path, "truncated", truncated)
-        if any(value is None for value in pts):
-            # No timestamps to seek by: count packets, decode sequentially.
+        self.num_frames = len(pts)
+        self._rank = _display_ranks(pts)
+        if self._rank is None:
+            # Timestamps cannot order the frames: count packets, decode sequentially.
             self.pts = None
             self.key_indices = [0]
         else:
-            order = np.argsort(pts, kind="stable")
-            self.pts = [pts[i] for i in order]
-            rank = {value: position for position, value in enumerate(self.pts)}
-            self.key_indices = sorted(rank[pts[i]] for i in range(len(pts)) if keys[i]) or [0]
-            self._rank = rank
-        self.num_frames = len(pts)
+            self.pts = sorted(pts)
+            self.key_indices = sorted(self._rank[value] for value, key in zip(pts, keys) if key) or [0]
+
+    def _scan(self, container):
+        """Demux every packet: video pts and key flags in decode order, and
+        the reason the file is truncated (None if it is whole)."""
+        if not container.streams.video:
+            raise DataError(self.path, "not_video", "no video stream")
+        stream = container.streams.video[0]
+        codec = stream.codec_context
+        if codec is None:
+            raise DataError(self.path, "not_video", "the video stream has no decoder (codec parameters missing)")
+        if not (codec.height > 0 and codec.width > 0):
+            raise DataError(self.path, "not_video", f"picture size {codec.width}x{codec.height}")
+        self.height, self.width = codec.height, codec.width
+        pts, keys, durations = [], [], []
+        end_time = None  # seconds: the latest packet end over all streams
+        truncated = None
+        frame_time = _frame_time(stream)
+        last_is_corrupt = False
+        try:
+            for packet in container.demux():
+                if packet.size == 0:
+                    continue
+                last_is_corrupt = packet.is_corrupt
+                is_video = packet.stream.index == stream.index
+                if packet.pts is not None and packet.time_base is not None:
+                    duration = float((packet.duration or 0) * packet.time_base) or (frame_time if is_video else 0.0)
+                    end = float(packet.pts * packet.time_base) + duration
+                    end_time = end if end_time is None else max(end_time, end)
+                if is_video:
+                    pts.append(packet.pts)
+                    keys.append(packet.is_keyframe)
+                    durations.append(packet.duration)
+        except Exception as error:  # the demuxer gave up before the end of the file
+            truncated = describe_error(error)
+        if truncated is None and last_is_corrupt:
+            # The demuxer hands over what is left of a packet the file ends inside of.
+            truncated = "the file ends inside its last packet"
+        if truncated is None and pts:
+            truncated = self._missing_end(container, stream, pts, durations, end_time, frame_time)
+        return pts, keys, truncated
+
+    def _missing_end(self, container, stream, pts, durations, end_time, frame_time):
+        """Why the video ends before what the container declares, or None."""
+        declared = stream.frames
+        if declared and len(pts) < declared:
+            return f"{len(pts)} of the {declared} frames the container declares are present"
+        if not set(container.format.name.split(",")) & DURATION_IN_HEADER:
+            return None
+        if container.duration and end_time is not None:
+            # Matroska stores the end time, others may store the length after
+            # the first timestamp: take the earlier end, never a false alarm.
+            declared_end = (container.duration + min(0, container.start_time or 0)) / 1e6
+            if end_time < declared_end - 0.5 * frame_time - 0.002:
+                return f"packets end at {end_time:.3f} s of the {declared_end:.3f} s the header declares"
+        return _tail_hole(pts, durations)
 
     def read(self, indices, short_side=None):
         """uint8 frames `(len(indices), H, W, 3)` at 0-based display indices."""
-        import av
-
         indices = np.asarray(indices, dtype=np.int64)
         wanted = sorted(set(int(i) for i in indices))
         if wanted[-1] >= self.num_frames or wanted[0] < 0:
@@ -129,14 +176,13 @@ class VideoReader:
             if self.decode_threads != 1:
                 stream.thread_type = "AUTO"
                 stream.thread_count = self.decode_threads
-            try:
-                self._decode(container, stream, wanted, decoded, height, width)
-            except av.FFmpegError as error:
-                if not decoded:
-                    raise DataError(self.path, "no_frames", _short(error)) from None
-                raise DataError(self.path, "truncated", f"decoding stopped: {_short(error)}") from None
+            self._decode(container, stream, wanted, decoded, height, width)
+        except Exception as error:  # decoder, seek or conversion failure: the file's problem
+            if not decoded:
+                raise DataError(self.path, "no_frames", describe_error(error)) from None
+            raise DataError(self.path, "truncated", f"decoding stopped: {describe_error(error)}") from None
         finally:
-            container.close()
+            _close(container)
         if not decoded:
             raise DataError(self.path, "no_frames", f"none of {self.num_frames} indexed frames decoded")
         missing = [i for i in wanted if i not in decoded]
@@ -195,6 +241,97 @@ def _short(error):
     return text if len(text) < 160 else text[:157] + "..."
 
 
+def describe_error(error):
+    """One line about an exception: the message, prefixed by the type when
+    the type says more than FFmpeg's own messages do."""
+    import av
+
+    if isinstance(error, av.FFmpegError) or not str(error).strip():
+        return _short(error) or type(error).__name__
+    return _short(f"{type(error).__name__}: {error}")
+
+
+def _close(container):
+    try:
+        container.close()
+    except Exception:  # closing a broken file must not hide why it failed
+        pass
+
+
+def _display_ranks(pts):
+    """`{pts: display position}` from packet pts in decode order, or None
+    when the timestamps cannot order the frames (missing or repeated, or a
+    frame placed more than `MAX_REORDER` frames from its decode position)."""
+    if any(value is None for value in pts) or len(set(pts)) != len(pts):
+        return None
+    order = np.argsort(np.asarray(pts, dtype=np.int64), kind="stable")
+    if np.abs(order - np.arange(len(pts))).max() > MAX_REORDER:
+        return None
+    return {pts[decode_position]: position for position, decode_position in enumerate(order)}
+
+
+def _frame_time(stream):
+    rate = stream.average_rate or stream.guessed_rate
+    return float(1 / rate) if rate else 0.0
+
+
+def _tail_hole(pts, durations):
+    """Why a constant-rate video lost frames among its last ones, or None.
+
+    A cut in the last group of pictures keeps its P-frame and loses the
+    B-frames decoded after it and shown before it, so the timestamps have
+    holes of a few frames near the end. Only decided for a video whose
+    packets all last the same time `d`, whose frames are `d` apart up to its
+    last `MAX_REORDER + 1`, and whose last frames are whole multiples of `d`
+    apart, each hole shorter than the `MAX_REORDER` frames a decoder can
+    reorder: a variable frame rate or a longer pause proves nothing.
+    """
+    if None in pts or len(set(durations)) != 1 or not durations[0] or len(pts) <= MAX_REORDER + 1:
+        return None
+    frame = durations[0]
+    gaps = np.diff(np.sort(np.asarray(pts, dtype=np.int64)))
+    body, tail = gaps[:-MAX_REORDER], gaps[-MAX_REORDER:]
+    if (body != frame).any() or (tail % frame).any() or (tail == frame).all() or tail.max() > MAX_REORDER * frame:
+        return None
+    missing = int((tail // frame - 1).sum())
+    return f"{missing} frame(s) missing among the last {MAX_REORDER + 1} of a constant-rate video"
+
+
+def open_container(path):
+    """The PyAV container of a video file, or `DataError` naming what is wrong.
+
+    Call `check_video_file` first (VideoReader does, once).
+    """
+    import av
+
+    try:
+        return av.open(path, metadata_errors="ignore")
+    except Exception as error:  # whatever FFmpeg or PyAV raise, it is this file's problem
+        reason = "unreadable" if isinstance(error, PermissionError) else "not_video"
+        raise DataError(path, reason, describe_error(error)) from None
+
+
+def check_video_file(path):
+    """Raise `DataError` unless `path` is a non-empty regular file.
+
+    Checked before FFmpeg opens it: a directory or a FIFO (which would
+    block the reader forever) is not a video, an invalid path (a NUL byte)
+    is missing.
+    """
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        raise DataError(path, "missing") from None
+    except OSError as error:
+        raise DataError(path, "unreadable", error.strerror or str(error)) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise DataError(path, "not_video", "a directory, not a video file")
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(path, "not_video", "not a regular file")
+    if info.st_size == 0:
+        raise DataError(path, "empty")
+
+
 class VideoSource:
     """Video files listed in an MMAction2 video list (`path label`).
 
@@ -246,8 +383,14 @@ class FrameFolderSource:
             raise DataError(record.path, "missing", "no such frame folder")
         if record.num_frames == 0:
             raise DataError(record.path, "no_frames", "total_frames is 0")
-        present = set(os.listdir(record.path))
-        for position in range(record.num_frames):
+        try:
+            # Regular files only (symlinks followed): a directory or a dangling
+            # link named like a frame is a gap.
+            with os.scandir(record.path) as entries:
+                present = {entry.name for entry in entries if entry.is_file()}
+        except OSError as error:
+            raise DataError(record.path, "unreadable", error.strerror or str(error)) from None
+        for position in range(record.num_frames):  # stops at the first gap: at most len(present) + 1 names
             name = self.filename_tmpl.format(position + self.start_index)
             if name not in present:
                 raise DataError(record.path, "frame_gap",
@@ -262,11 +405,16 @@ class FrameFolderSource:
         frames = {}
         for position in sorted(set(int(i) for i in indices)):
             path = os.path.join(record.path, self.filename_tmpl.format(position + self.start_index))
-            with open(path, "rb") as handle:
-                data = handle.read()
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except FileNotFoundError:  # removed since the folder was checked
+                raise DataError(path, "missing", "frame file") from None
+            except OSError as error:
+                raise DataError(path, "unreadable", error.strerror or str(error)) from None
             try:
                 frames[position] = tf.io.decode_jpeg(data, channels=3).numpy()
-            except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+            except tf.errors.OpError as error:
                 raise DataError(path, "bad_frame", _short(error.message)) from None
         shapes = {frame.shape for frame in frames.values()}
         if len(shapes) > 1:

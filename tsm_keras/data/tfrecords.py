@@ -15,6 +15,9 @@ by at most one example. Broken videos are skipped (and counted in
 
 import json
 import os
+import re
+import shutil
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -25,6 +28,7 @@ from tsm_keras.data.sampling import FrameSampler
 from tsm_keras.data.sources import FrameFolderSource, VideoReader
 
 INDEX_FILE = "index.json"
+_SHARD_PATTERN = re.compile(r"shard-\d{5}-of-\d{5}\.tfrecord")
 _FEATURES = {
     "frames": tf.io.VarLenFeature(tf.string),
     "num_frames": tf.io.FixedLenFeature([], tf.int64),
@@ -83,7 +87,8 @@ def write_tfrecords(list_path, data_root, out_dir, num_shards=1, kind="video", l
     Args:
         list_path: MMAction2 list (`path label` or `frame_dir total label`).
         data_root: prefix of the list's paths.
-        out_dir: output directory (created; existing shards are replaced).
+        out_dir: output directory (created; existing shards are replaced
+            once the conversion succeeded, and left as they were if it fails).
         num_shards: number of shard files.
         kind: `"video"` or `"frames"`.
         label_map: optional label map (name or path) to check labels against.
@@ -108,37 +113,58 @@ def write_tfrecords(list_path, data_root, out_dir, num_shards=1, kind="video", l
     names = [shard_name(shard, num_shards) for shard in range(num_shards)]
     counts = [0] * num_shards
     written = 0
-    writers = [tf.io.TFRecordWriter(os.path.join(out_dir, name)) for name in names]
+    # Shards are written to a scratch folder and moved in, with index.json
+    # last, only once every video is done: a failure leaves the directory as
+    # it was (no partial shards, and never shards without their index).
+    scratch = tempfile.mkdtemp(prefix=".partial-", dir=out_dir)
     try:
-        for record in records:
-            try:
-                frames = _all_frames(source, record, resize_short)
-            except DataError as error:
-                report.add_skip(0, error)
-                if on_error == "raise":
-                    raise
-                continue
-            shard = written % num_shards
-            relative = os.path.relpath(record.path, data_root) if data_root else record.path
-            writers[shard].write(_example(frames, record, relative, quality))
-            counts[shard] += 1
-            written += 1
-            report.add_ok(0)
+        writers = [tf.io.TFRecordWriter(os.path.join(scratch, name)) for name in names]
+        try:
+            for record in records:
+                try:
+                    frames = _all_frames(source, record, resize_short)
+                except DataError as error:
+                    report.add_skip(0, error)
+                    if on_error == "raise":
+                        raise
+                    continue
+                shard = written % num_shards
+                relative = os.path.relpath(record.path, data_root) if data_root else record.path
+                writers[shard].write(_example(frames, record, relative, quality))
+                counts[shard] += 1
+                written += 1
+                report.add_ok(0)
+        finally:
+            for writer in writers:
+                writer.close()
+        summary = report.end_pass(0)
+        index = {
+            "num_examples": written,
+            "shards": [{"file": name, "num_examples": count} for name, count in zip(names, counts)],
+            "source_list": os.path.abspath(list_path),
+            "kind": kind,
+            "resize_short": resize_short,
+            "skipped": summary.skipped,
+        }
+        with open(os.path.join(scratch, INDEX_FILE), "w", encoding="utf-8") as handle:
+            json.dump(index, handle, indent=2)
+        _replace_shards(scratch, out_dir, names)
     finally:
-        for writer in writers:
-            writer.close()
-    summary = report.end_pass(0)
-    index = {
-        "num_examples": written,
-        "shards": [{"file": name, "num_examples": count} for name, count in zip(names, counts)],
-        "source_list": os.path.abspath(list_path),
-        "kind": kind,
-        "resize_short": resize_short,
-        "skipped": summary.skipped,
-    }
-    with open(os.path.join(out_dir, INDEX_FILE), "w", encoding="utf-8") as handle:
-        json.dump(index, handle, indent=2)
+        shutil.rmtree(scratch, ignore_errors=True)
     return index
+
+
+def _replace_shards(scratch, out_dir, names):
+    """Move finished shards and their index from `scratch` into `out_dir`,
+    removing the shards of an earlier conversion."""
+    old_index = os.path.join(out_dir, INDEX_FILE)
+    if os.path.exists(old_index):
+        os.remove(old_index)
+    for name in os.listdir(out_dir):
+        if _SHARD_PATTERN.fullmatch(name) and name not in names:
+            os.remove(os.path.join(out_dir, name))
+    for name in names + [INDEX_FILE]:
+        os.replace(os.path.join(scratch, name), os.path.join(out_dir, name))
 
 
 def read_index(directory):

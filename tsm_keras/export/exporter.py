@@ -7,8 +7,6 @@ ops only, and writes `FILE.tflite` plus `FILE.tflite.json`.
 
 import os
 
-import yaml
-
 from tsm_keras.export import calibration, metadata, tflite
 from tsm_keras.export.online import build_online
 
@@ -17,16 +15,11 @@ MODES = ("offline", "online")
 
 def load_data_config(path):
     """A `DataConfig` from a YAML file: a training config (its `data:`
-    section is used) or a bare data section."""
+    section, after its `base:` chain) or a bare data section."""
     from tsm_keras.data import DataConfig
+    from tsm_keras.training.config import read_config_file
 
-    with open(path, encoding="utf-8") as handle:
-        try:
-            values = yaml.safe_load(handle)
-        except yaml.YAMLError as error:
-            raise ValueError(f"{path}: not valid YAML ({error})") from error
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping with a 'data' section, got {type(values).__name__}")
+    values = read_config_file(path)  # a ValueError naming the file when unreadable
     if "data" in values:
         return DataConfig.from_dict(values["data"] or {}, prefix=f"{path}: data")
     return DataConfig.from_dict(values, prefix=f"{path}: data")

@@ -6,6 +6,16 @@ from tsm_keras.layers import MergeSegments, NonLocal, SegmentConsensus
 from tsm_keras.models.backbones import get_backbone
 from tsm_keras.models.temporal import TemporalContext
 
+# `TSM.from_preset` delegates to the loader `tsm_keras.presets` registers on import: the presets
+# need the checkpoint importer, which builds models, so this module cannot import them.
+_preset_loader = None
+
+
+def register_preset_loader(loader):
+    """Sets the function behind `TSM.from_preset` (`tsm_keras.presets.from_preset`)."""
+    global _preset_loader
+    _preset_loader = loader
+
 
 @keras.saving.register_keras_serializable(package="tsm_keras")
 class TSM(keras.Model):
@@ -142,6 +152,18 @@ class TSM(keras.Model):
         config = dict(config)
         config["input_shape"] = tuple(config["input_shape"])
         return cls(**config)
+
+    @classmethod
+    def from_preset(cls, name, **kwargs):
+        """The TSM of a published checkpoint: `tsm_keras.presets.from_preset(name, **kwargs)`.
+
+        Example:
+
+        >>> model = TSM.from_preset("tsm_r50_1x1x8_k400")
+        """
+        if _preset_loader is None:
+            raise RuntimeError("no preset loader registered: import tsm_keras.presets first")
+        return _preset_loader(name, **kwargs)
 
 
 def build_tsm(

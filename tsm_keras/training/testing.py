@@ -3,6 +3,7 @@
 import json
 import os
 
+import keras
 import tensorflow as tf
 
 from tsm_keras.data import build_test_dataset
@@ -20,7 +21,9 @@ def load_test_model(config, checkpoint):
     Args:
         config: `Config`.
         checkpoint: a `.weights.h5` file (`final.weights.h5`,
-            `best.weights.h5`), a training checkpoint directory
+            `best.weights.h5`), a saved model (`model.keras`,
+            `best.keras`: its weights, which must fit the config's
+            architecture), a training checkpoint directory
             (`checkpoints/step-*`), or a work dir (its `final.weights.h5`,
             else its newest checkpoint).
     """
@@ -40,8 +43,31 @@ def load_test_model(config, checkpoint):
         restore_model_variables(model, path)
     elif path.endswith(".weights.h5") and os.path.isfile(path):
         model.load_weights(path)
+    elif path.endswith(".keras") and os.path.isfile(path):
+        load_saved_model_weights(model, path)
     else:
-        raise FileNotFoundError(f"{checkpoint}: expected a .weights.h5 file, a checkpoint directory or a work dir")
+        raise FileNotFoundError(
+            f"{checkpoint}: expected a .weights.h5 file, a .keras model, a checkpoint directory or a work dir"
+        )
+    return model
+
+
+def load_saved_model_weights(model, path):
+    """Copies the weights of the `.keras` model at `path` into `model`.
+
+    The weights do not depend on the frame size, so a model saved at the
+    training crop evaluates at any test view size; the architecture must be
+    the config's.
+    """
+    saved = keras.saving.load_model(path, compile=False)
+    expected = [tuple(weight.shape) for weight in model.weights]
+    found = [tuple(weight.shape) for weight in saved.weights]
+    if found != expected:
+        raise ValueError(
+            f"{path}: the saved model's weights ({len(found)} arrays) do not fit the config's model "
+            f"({len(expected)} arrays); test it with the config it was trained with"
+        )
+    model.set_weights(saved.get_weights())
     return model
 
 

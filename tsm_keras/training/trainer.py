@@ -43,6 +43,10 @@ LOG_FILE = "log.csv"
 CURVES_FILE = "curves.png"
 FINAL_WEIGHTS = "final.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
+# Deployable copies of the same two states: the whole model (architecture + weights, no optimizer)
+# for `keras.saving.load_model`, `convert/to_tflite.py` and `tsm_keras.predict`.
+FINAL_MODEL = "model.keras"
+BEST_MODEL = "best.keras"
 BEST_INFO = "best.json"
 CHECKPOINT_DIR = "checkpoints"
 TENSORBOARD_DIR = "tensorboard"
@@ -164,7 +168,9 @@ class FitResult:
     epochs: int
     global_step: int
     final_weights: str
+    final_model: str = None
     best_weights: str = None
+    best_model: str = None
     best_val_top1: float = None
     test_metrics: dict = None
     history: list = None
@@ -442,8 +448,8 @@ class Trainer:
                   f"mean class acc {metrics['mean_class_accuracy']:.4f}  ({metrics['num_videos']} videos)")
         if config.checkpoint.save_best and (state["best_top1"] is None or metrics["top1"] > state["best_top1"]):
             state["best_top1"], state["best_epoch"] = metrics["top1"], epoch + 1
-            path = os.path.join(self.work_dir, BEST_WEIGHTS)
-            _save_weights_atomic(model, path)
+            _save_weights_atomic(model, os.path.join(self.work_dir, BEST_WEIGHTS))
+            _save_model_atomic(model, os.path.join(self.work_dir, BEST_MODEL))
             _write_text(os.path.join(self.work_dir, BEST_INFO),
                         json.dumps({"epoch": epoch + 1, "global_step": state["global_step"],
                                     f"{config.test.val_split}_top1": metrics["top1"]}, indent=1))
@@ -456,13 +462,18 @@ class Trainer:
             epochs=state["epoch"],
             global_step=state["global_step"],
             final_weights=os.path.join(self.work_dir, FINAL_WEIGHTS),
+            final_model=os.path.join(self.work_dir, FINAL_MODEL),
             best_weights=os.path.join(self.work_dir, BEST_WEIGHTS) if state["best_top1"] is not None else None,
+            best_model=os.path.join(self.work_dir, BEST_MODEL) if state["best_top1"] is not None else None,
             best_val_top1=state["best_top1"],
         )
         if not self.is_chief:
             return result
         tensorboard.close()
         _save_weights_atomic(self.model, result.final_weights)
+        # The one-device twin at the test view size: the model the end-of-training test evaluates
+        # (the training model may live on several replicas).
+        _save_model_atomic(self._evaluation_model(self.config.data.view_crop_size), result.final_model)
         log_path = os.path.join(self.work_dir, LOG_FILE)
         reporting.plot_curves(log_path, os.path.join(self.work_dir, CURVES_FILE),
                               title=os.path.basename(os.path.normpath(self.work_dir)))
@@ -521,3 +532,9 @@ def _save_weights_atomic(model, path):
     return path
 
 
+def _save_model_atomic(model, path):
+    """`model.save(path)` through a temporary `.keras` file renamed into place."""
+    temporary = f"{path[: -len('.keras')]}.tmp-{os.getpid()}.keras"
+    model.save(temporary)
+    os.replace(temporary, path)
+    return path

@@ -23,25 +23,36 @@ does not influence inference.
 """
 
 import dataclasses
+import itertools
 import os
 
 import numpy as np
 
 from tsm_keras.weights.torch_reader import (
+    CheckpointFormatError,
     InertObject,
     TorchTensor,
+    describe,
     inert_name,
     is_inert,
     read_torch_file,
+    unreadable,
 )
 
 DROPPED_SUFFIX = "num_batches_tracked"
 NORMALIZATION_KEYS = {"mean": "data_preprocessor.mean", "std": "data_preprocessor.std"}
 WEIGHT_CONTAINERS = ("state_dict", "model", "model_state_dict")
+MAX_NORMALIZATION_VALUES = 16  # one mean / std per channel
+MAX_WALK_NODES = 100_000
+MAX_WALK_DEPTH = 12
 
 
-class UnsafeCheckpointError(ValueError):
-    """The weights of a checkpoint hold something other than tensors."""
+class UnsafeCheckpointError(CheckpointFormatError):
+    """The weights of a checkpoint hold something other than tensors.
+
+    A `CheckpointFormatError`, so that one `except` covers every file the
+    reader refuses.
+    """
 
 
 @dataclasses.dataclass
@@ -93,41 +104,57 @@ def _find_weights(saved, path):
         return saved, "", {}
     raise UnsafeCheckpointError(
         f"{path}: no weights found: expected a state dict or one of the entries "
-        f"{list(WEIGHT_CONTAINERS)}, got keys {sorted(map(str, saved))[:20]}"
+        f"{list(WEIGHT_CONTAINERS)}, got keys {sorted(describe(key) for key in saved)[:20]}"
     )
 
 
-def _inert_objects(value, location, found, depth=0):
-    """Collects `location: class` of inert placeholders (bounded walk)."""
-    if depth > 8 or len(found) > 200:
-        return
-    if is_inert(value):
-        found.append(f"{location}: {inert_name(value)}")
-        if isinstance(value, InertObject):
-            for index, arg in enumerate(value.args):
-                _inert_objects(arg, f"{location}.args[{index}]", found, depth + 1)
-            _inert_objects(value.state, f"{location}.state", found, depth + 1)
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _inert_objects(item, f"{location}[{key!r}]", found, depth + 1)
-    elif isinstance(value, (list, tuple)):
-        for index, item in enumerate(value):
-            _inert_objects(item, f"{location}[{index}]", found, depth + 1)
+def _walk(value, location, into_inert=True):
+    """`(location, node)` for the nodes under `value`, bounded whatever the graph.
+
+    Each container is visited once (memoised by identity: a list graph with
+    shared references, 60 wide and 9 deep, is 9 lists, not 60^9 paths), at
+    most `MAX_WALK_DEPTH` deep and `MAX_WALK_NODES` in all.
+    """
+    seen = set()
+    pending = [(location, value, 0)]
+    visited = 0
+    while pending and visited < MAX_WALK_NODES:
+        location, value, depth = pending.pop()
+        if isinstance(value, (dict, list, tuple, set, frozenset, InertObject)):
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
+        visited += 1
+        yield location, value
+        if depth >= MAX_WALK_DEPTH:
+            continue
+        if isinstance(value, dict):
+            children = ((f"{location}[{describe(key)}]", item) for key, item in value.items())
+        elif isinstance(value, (list, tuple)):
+            children = ((f"{location}[{index}]", item) for index, item in enumerate(value))
+        elif isinstance(value, InertObject) and into_inert:
+            children = [(f"{location}.args[{index}]", arg) for index, arg in enumerate(value.args)]
+            children.append((f"{location}.state", value.state))
+        else:
+            continue
+        children = list(itertools.islice(children, MAX_WALK_NODES))
+        pending.extend((where, item, depth + 1) for where, item in reversed(children))
 
 
-def _strings(value, depth=0):
-    """Every plain string inside nested dicts / lists."""
-    if depth > 6:
-        return
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item, depth + 1)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _strings(item, depth + 1)
+def _inert_objects(value, location, found):
+    """Collects `location: class` of inert placeholders (at most 200)."""
+    for where, item in _walk(value, location):
+        if len(found) >= 200:
+            return
+        if is_inert(item):
+            found.append(f"{where}: {inert_name(item)}")
+
+
+def _strings(value):
+    """The plain strings inside nested dicts / lists."""
+    for _, item in _walk(value, "", into_inert=False):
+        if isinstance(item, str):
+            yield item
 
 
 def _config_text(meta):
@@ -155,7 +182,14 @@ def _normalization(tensors, path):
     found = {}
     for name, key in NORMALIZATION_KEYS.items():
         if key in tensors:
-            values = tensors.pop(key).numpy().astype("float64").reshape(-1)
+            tensor = tensors.pop(key)
+            if tensor.size > MAX_NORMALIZATION_VALUES:  # checked before anything is read
+                raise UnsafeCheckpointError(
+                    f"{path}: {key} has shape {tensor.shape}; expected one value per channel"
+                )
+            values = tensor.numpy().astype("float64").reshape(-1)
+            if not np.all(np.isfinite(values)):
+                raise UnsafeCheckpointError(f"{path}: {key} holds non-finite values {values.tolist()}")
             found[name] = [float(v) for v in values]
     if not found:
         return None
@@ -191,9 +225,21 @@ def read_checkpoint(path):
     """
     path = os.fspath(path)
     saved = read_torch_file(path)
+    try:
+        return _split_checkpoint(path, saved)
+    except CheckpointFormatError:
+        raise
+    except Exception as error:  # whatever else a hostile file provokes is a format error
+        raise unreadable(path, error) from None
+
+
+def _split_checkpoint(path, saved):
+    """`read_checkpoint` on the unpickled object `saved`."""
     weights, location, others = _find_weights(saved, path)
     tensors, dropped = {}, []
     for key, value in weights.items():
+        if not isinstance(key, str):
+            raise CheckpointFormatError(f"{path}: weights{location} has the key {describe(key)}, not a name")
         if not isinstance(value, TorchTensor):
             what = (
                 f"a pickled {inert_name(value)} object (it was NOT executed)"
@@ -201,7 +247,7 @@ def read_checkpoint(path):
                 else f"a {type(value).__name__}"
             )
             raise UnsafeCheckpointError(
-                f"{path}: weights{location}[{key!r}] is {what}, not a tensor; refusing to "
+                f"{path}: weights{location}[{describe(key)}] is {what}, not a tensor; refusing to "
                 "import a checkpoint whose weights contain pickled objects"
             )
         if key.endswith(DROPPED_SUFFIX):

@@ -33,17 +33,25 @@ direction (`"unidirectional"` for the mit-han-lab online checkpoint,
 import dataclasses
 import os
 import re
+import warnings
+
+import numpy as np
 
 from tsm_keras.data.config import IMAGENET_MEAN, IMAGENET_STD
 from tsm_keras.models import mobileone
 from tsm_keras.models.tsm import build_tsm
 from tsm_keras.weights.checkpoint import read_checkpoint
 from tsm_keras.weights.key_maps import SCHEMES, SOURCES, torchvision_head_keys
+from tsm_keras.weights.torch_reader import MAX_TENSOR_ELEMENTS
 
 # ImageNet statistics on 0..255 RGB, used by every seed row (MMAction2 configs;
 # mit-han-lab's [0.485, 0.456, 0.406] / [0.229, 0.224, 0.225] on 0..1 are the same).
 IMAGENET_NORMALIZATION = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
 DEFAULT_NUM_SEGMENTS = 8
+# The widest feature map of the supported backbones (ResNet, MobileOne-S2..S4): a
+# classifier of more classes than this allows would not fit the reader's tensor cap.
+MAX_FEATURE_CHANNELS = 2048
+MAX_CLASSES = MAX_TENSOR_ELEMENTS // MAX_FEATURE_CHANNELS
 NON_LOCAL_HINTS = {
     "dot_product": ("dot_product", "dot-product", "dotproduct"),
     "embedded_gaussian": ("embedded_gaussian", "embedded-gaussian", "embeddedgaussian", "embedgauss"),
@@ -237,6 +245,11 @@ def infer_architecture(checkpoint, source, prefix):
         weight = tensors.get(f"{head}.weight")
         if weight is None or len(weight.shape) != 2:
             raise ValueError(f"classifier {head}.weight not found (or not 2-D) in the checkpoint")
+        if not 1 <= weight.shape[0] <= MAX_CLASSES:  # checked before a Keras head is built
+            raise ValueError(
+                f"classifier {head}.weight has shape {weight.shape}: expected 1 to {MAX_CLASSES} "
+                "classes (rows)"
+            )
         found["num_classes"] = int(weight.shape[0])
     wrappers = [k for k in body if ".net." in k or k.startswith("net.")]
     pool_wrapper = re.compile(r"^layer2\.net\.\d+\.")
@@ -380,25 +393,28 @@ def assign_weights(model, checkpoint, scheme, ignore=()):
     ]
     if unfilled:  # pragma: no cover - a key-scheme bug
         raise RuntimeError(f"key scheme {scheme.name} leaves Keras weights unfilled: {unfilled}")
-    missing, mismatched, values = [], [], []
+    missing, mismatched, matched = [], [], []
     for target in targets:
         tensor = tensors.get(target.key)
         if tensor is None:
             missing.append(f"{target.key} -> {target.variable.path}")
             continue
-        array = target.convert(tensor.numpy())
         expected = tuple(target.variable.shape)
-        if array is None or tuple(array.shape) != expected:
-            shown = "?" if array is None else tuple(array.shape)
+        # The Keras shape from a stride-0 stand-in of the tensor's shape: nothing is read
+        # or allocated until the shape is known to fit its variable.
+        stand_in = target.convert(np.broadcast_to(np.zeros((), "float32"), tensor.shape))
+        shown = "?" if stand_in is None else tuple(stand_in.shape)
+        if shown != expected:
             mismatched.append(
                 f"{target.key} {tensor.shape} (as Keras {shown}) -> "
                 f"{target.variable.path} {expected}"
             )
             continue
-        values.append((target.variable, array))
+        matched.append((target, tensor))
     unexpected = sorted(set(tensors) - set(keys) - set(ignore))
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(checkpoint.path, missing, unexpected, mismatched)
+    values = [(target.variable, target.convert(tensor.numpy())) for target, tensor in matched]
     for variable, array in values:
         variable.assign(array.astype(variable.dtype))
     return sorted(skipped)
@@ -519,6 +535,14 @@ def import_torch_checkpoint(
         # MMAction2's MobileOne 1x1x16: shifts built for 8 segments, clips of 16.
         backbone_options["shift_segments"] = backbone_segments
         inferred["shift_segments"] = "checkpoint config"
+    elif found["backbone"].startswith("mobileone") and backbone_segments is None and num_segments == 16:
+        warnings.warn(
+            f"{path}: a MobileOne checkpoint for 16-frame clips without its training config: "
+            "MMAction2's 1x1x16 model shifts each clip as two halves of 8 frames, which this file "
+            "cannot tell; importing with shifts across all 16 frames. Pass shift_segments=8 "
+            "(--shift-segments 8) for MMAction2's model, or shift_segments=16 to keep this one",
+            stacklevel=2,
+        )
     model = build_tsm(
         found["backbone"],
         num_classes=found["num_classes"],

@@ -20,6 +20,22 @@ Whether an inert object is acceptable is decided by the caller: outside the
 weights it is skipped, inside the weights the import is refused
 (`tsm_keras.weights.checkpoint`).
 
+A hostile file cannot exhaust memory or time either; everything is checked
+before anything is allocated:
+
+- the pickle is scanned first (`check_pickle`, nothing run): at most
+  `MAX_PICKLE_BYTES` and `MAX_PICKLE_OPS` opcodes, and no tuple that expands
+  past `MAX_TUPLE_NODES` nodes through shared references;
+- every tensor view must lie inside its storage and hold at most
+  `MAX_TENSOR_ELEMENTS` (a stride-0 view of 2^31 elements over 3 is refused
+  when it is unpickled);
+- a zip record must declare exactly the bytes of its storage, and only the
+  range a tensor covers is ever inflated (a record that inflates to
+  gigabytes is refused or read for the few bytes its tensors need);
+- any other failure (a damaged zip directory, an integer where a storage
+  belongs, a legacy storage of 2^60 elements) is a `CheckpointFormatError`
+  naming the file, never another exception.
+
 PyTorch itself is not needed. `torch.load(weights_only=True)` would be safe
 as well, but it refuses the whole file as soon as one non-allowlisted class
 appears anywhere (as in every mmengine checkpoint that still has its
@@ -28,17 +44,28 @@ appears anywhere (as in every mmengine checkpoint that still has its
 
 import dataclasses
 import io
+import math
 import os
 import pickle
+import pickletools
 import struct
-import weakref
 import zipfile
 
 import numpy as np
 
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
-MAX_TENSOR_ELEMENTS = 2**31  # refuse views that would copy more (e.g. hostile stride-0 shapes)
+# The largest tensor of a supported TSM is a ResNet-101 3x3 conv (512 * 512 * 9 = 2.4M
+# elements) or a classifier (2048 * classes); 2^24 (64 MiB of float32) leaves room for
+# 8192 classes and refuses what would copy more (e.g. hostile stride-0 views).
+MAX_TENSOR_ELEMENTS = 2**24
+MAX_TENSOR_DIMS = 8
+# data.pkl of a real checkpoint is kilobytes to tens of MB (mmengine's training logs).
+# Each opcode creates at most one object (~250 bytes for an empty set) and a string
+# costs at most 4 bytes per byte of pickle, so unpickling stays within ~600 MB.
+MAX_PICKLE_BYTES = 64 * 2**20
+MAX_PICKLE_OPS = 2**22
+MAX_TUPLE_NODES = 100_000
 
 
 class CheckpointFormatError(ValueError):
@@ -136,28 +163,77 @@ class StorageTag:
         return dtype
 
 
+def describe(value):
+    """A short description of a value read from a file, bounded whatever the value is.
+
+    Hostile files hold values whose `repr` never ends (a list graph with
+    shared references expands exponentially) or fails (an integer of 10^5
+    digits); error messages use this instead.
+    """
+    if is_inert(value):
+        return f"a pickled {value.qualified_name()}"
+    if value is None or isinstance(value, (bool, float, complex)):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value) if value.bit_length() <= 128 else f"an integer of {value.bit_length()} bits"
+    if isinstance(value, (str, bytes)):
+        shown = repr(value[:60])
+        return shown + ("..." if len(value) > 60 else "")
+    if isinstance(value, (tuple, list, dict, set, frozenset)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return f"a {type(value).__name__}"
+
+
+def _count(value, what):
+    """`value` if it is an integer in [0, 2^62), else `CheckpointFormatError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**62:
+        raise CheckpointFormatError(f"{what} must be a non-negative integer, got {describe(value)}")
+    return value
+
+
 class Storage:
-    """A flat typed buffer, filled when the bytes become available."""
+    """A flat typed buffer of the file whose elements are read on demand.
 
-    def __init__(self, dtype, numel, loader=None):
+    Only the range a tensor covers is read (`read`), never the whole
+    record, so a record that inflates to gigabytes costs what its tensors
+    need.
+
+    Args:
+        dtype: numpy dtype of the elements.
+        numel: the element count the file declares.
+        reader: `reader(start_byte, num_bytes) -> bytes`, or None while the
+            bytes are not located yet (legacy files put them after the pickle).
+        where: the record named in error messages.
+    """
+
+    def __init__(self, dtype, numel, reader=None, where="storage"):
         self.dtype = dtype
-        self.numel = int(numel)
-        self._loader = loader
-        self._array = None
+        self.numel = _count(numel, f"{where}: element count")
+        self.reader = reader
+        self.byteorder = "little"
+        self.where = where
 
-    def set_bytes(self, data, byteorder="little"):
-        dtype = self.dtype.newbyteorder("<" if byteorder == "little" else ">")
-        if self.dtype.kind == "V" or self.dtype.itemsize == 1:  # bfloat16, bytes, bool
-            dtype = self.dtype
-        array = np.frombuffer(data, dtype=dtype, count=self.numel)
-        self._array = array.astype(self.dtype.newbyteorder("="), copy=False)
-
-    def array(self):
-        if self._array is None:
-            if self._loader is None:
-                raise CheckpointFormatError("tensor data is missing from the checkpoint")
-            self._loader(self)
-        return self._array
+    def read(self, start, count):
+        """Elements `[start, start + count)` as a new numpy array."""
+        if start + count > self.numel:
+            raise CheckpointFormatError(
+                f"{self.where}: elements [{start}, {start + count}) reach past its {self.numel} elements"
+            )
+        if self.reader is None:
+            raise CheckpointFormatError(f"{self.where}: tensor data is missing from the checkpoint")
+        size = count * self.dtype.itemsize
+        try:
+            data = self.reader(start * self.dtype.itemsize, size)
+        except CheckpointFormatError:
+            raise
+        except Exception as error:  # a corrupt or hostile record: zlib, CRC, encryption, ...
+            raise CheckpointFormatError(f"{self.where}: cannot be read ({_reason(error)})") from None
+        if len(data) != size:
+            raise CheckpointFormatError(f"{self.where}: truncated ({len(data)} of {size} bytes)")
+        dtype = self.dtype
+        if dtype.kind != "V" and dtype.itemsize > 1:  # bfloat16, bytes and bool have no byte order
+            dtype = dtype.newbyteorder("<" if self.byteorder == "little" else ">")
+        return np.frombuffer(data, dtype=dtype).astype(self.dtype.newbyteorder("="), copy=False)
 
 
 class StorageView:
@@ -165,49 +241,77 @@ class StorageView:
 
     def __init__(self, base, offset, numel):
         self.base = base
-        self.offset = int(offset)
-        self.numel = int(numel)
+        self.offset = _count(offset, "storage view offset")
+        self.numel = _count(numel, "storage view size")
         self.dtype = base.dtype
+        if self.offset + self.numel > base.numel:
+            raise CheckpointFormatError(
+                f"storage view [{self.offset}, {self.offset + self.numel}) reaches past its "
+                f"storage of {base.numel} elements"
+            )
 
-    def array(self):
-        return self.base.array()[self.offset : self.offset + self.numel]
+    def read(self, start, count):
+        return self.base.read(self.offset + start, count)
 
 
 class TorchTensor:
     """A tensor of the checkpoint: shape and dtype now, values on `numpy()`.
 
+    The geometry is checked when the tensor is unpickled, before anything
+    is allocated: every element of the view must lie inside its storage, and
+    the view may not hold (or span) more than `MAX_TENSOR_ELEMENTS`.
     Values are read from the storage only when asked for, so optimizer
-    states and other unused tensors of a zip checkpoint are never loaded.
+    states and other unused tensors are never loaded.
     """
 
     def __init__(self, storage, storage_offset, size, stride):
+        if not isinstance(storage, (Storage, StorageView)):
+            raise CheckpointFormatError(f"a tensor's storage is {describe(storage)}, not a storage")
+        if not isinstance(size, (tuple, list)) or not isinstance(stride, (tuple, list)):
+            raise CheckpointFormatError(
+                f"tensor size and stride must be sequences, got {describe(size)} and {describe(stride)}"
+            )
+        if len(size) != len(stride) or len(size) > MAX_TENSOR_DIMS:
+            raise CheckpointFormatError(f"bad tensor geometry: {len(size)} sizes, {len(stride)} strides")
         self.storage = storage
-        self.storage_offset = int(storage_offset)
-        self.shape = tuple(int(dim) for dim in size)
-        self.stride = tuple(int(step) for step in stride)
-        if len(self.shape) != len(self.stride) or min(self.shape, default=0) < 0:
-            raise CheckpointFormatError(f"bad tensor geometry size={size} stride={stride}")
-        if int(np.prod(self.shape, dtype=np.float64)) > MAX_TENSOR_ELEMENTS:
-            raise CheckpointFormatError(f"tensor of shape {self.shape} is too large to import")
+        self.storage_offset = _count(storage_offset, "tensor storage offset")
+        self.shape = tuple(_count(dim, "tensor size") for dim in size)
+        self.stride = tuple(_count(step, "tensor stride") for step in stride)
+        # max(dim, 1): a (10^12, 0) tensor is empty but still names a huge dimension.
+        if math.prod(max(dim, 1) for dim in self.shape) > MAX_TENSOR_ELEMENTS:
+            raise CheckpointFormatError(
+                f"tensor of shape {self.shape} is too large to import (more than "
+                f"{MAX_TENSOR_ELEMENTS} elements; no TSM has such a tensor)"
+            )
+        span = 0 if 0 in self.shape else 1 + sum((dim - 1) * step for dim, step in zip(self.shape, self.stride))
+        if self.storage_offset + span > storage.numel:
+            raise CheckpointFormatError(
+                f"tensor of shape {self.shape} (offset {self.storage_offset}, stride {self.stride}) "
+                f"reaches past its storage of {storage.numel} elements"
+            )
+        if span > MAX_TENSOR_ELEMENTS:
+            raise CheckpointFormatError(
+                f"tensor of shape {self.shape} spans {span} elements of its storage (more than "
+                f"{MAX_TENSOR_ELEMENTS})"
+            )
+        self._span = span
 
     @property
     def dtype(self):
         return self.storage.dtype
 
+    @property
+    def size(self):
+        """The number of elements."""
+        return math.prod(self.shape)
+
     def numpy(self):
         """The values as a new C-contiguous numpy array."""
-        flat = self.storage.array()
-        if 0 in self.shape:
-            return np.zeros(self.shape, flat.dtype)
-        last = self.storage_offset + sum(
-            (dim - 1) * step for dim, step in zip(self.shape, self.stride)
-        )
-        if self.storage_offset < 0 or min(self.stride, default=0) < 0 or last >= flat.size:
-            raise CheckpointFormatError(
-                f"tensor of shape {self.shape} reaches past its storage of {flat.size} elements"
-            )
+        if self._span == 0:
+            return np.zeros(self.shape, self.dtype)
+        flat = self.storage.read(self.storage_offset, self._span)
         view = np.lib.stride_tricks.as_strided(
-            flat[self.storage_offset :],
+            flat,
             shape=self.shape,
             strides=tuple(step * flat.itemsize for step in self.stride),
             writeable=False,
@@ -316,48 +420,163 @@ def _storage_tag(value):
     raise CheckpointFormatError(f"unexpected storage type {inert_name(value)} in checkpoint")
 
 
-class _ZipSource:
-    """Reads storage records of one zip checkpoint; closes with its storages."""
+_MARK = -1
+_MEMO_PUT = {"PUT", "BINPUT", "LONG_BINPUT"}
+_MEMO_GET = {"GET", "BINGET", "LONG_BINGET"}
+_FIXED_TUPLES = {"EMPTY_TUPLE": 0, "TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
 
-    def __init__(self, path):
-        self.path = path
-        self.archive = zipfile.ZipFile(path)
-        self.names = set(self.archive.namelist())
-        weakref.finalize(self, self.archive.close)
+
+def _pop_to_mark(stack):
+    items = []
+    while stack and stack[-1] != _MARK:
+        items.append(stack.pop())
+    if stack:
+        stack.pop()
+    return items
+
+
+def check_pickle(stream, where):
+    """Refuses a pickle whose unpickling alone would exhaust memory or time.
+
+    Scans the opcodes without running any (`pickletools.genops`) and
+    follows the size of every tuple through the stack and the memo:
+
+    - more than `MAX_PICKLE_OPS` opcodes (each may create an object) is
+      refused;
+    - a tuple of more than `MAX_TUPLE_NODES` nested nodes is refused: shared
+      references make such a tuple exponentially large, and hashing it (as a
+      dict key, a set element) would never end, inside the unpickler.
+
+    Args:
+        stream: binary file object positioned at the pickle, with `read`,
+            `readline` and `tell`.
+        where: the file or record named in errors.
+
+    Returns:
+        The length of the pickle in bytes (up to and with its STOP opcode).
+    """
+    stack, memo = [], {}
+    try:
+        for count, (opcode, arg, _position) in enumerate(pickletools.genops(stream)):
+            if count >= MAX_PICKLE_OPS:
+                raise CheckpointFormatError(
+                    f"{where}: the pickle has more than {MAX_PICKLE_OPS} opcodes; no checkpoint "
+                    "needs that many"
+                )
+            name = opcode.name
+            if name in _MEMO_PUT or name == "MEMOIZE":
+                memo[arg if name != "MEMOIZE" else len(memo)] = stack[-1] if stack else 1
+                continue
+            if name in _MEMO_GET:
+                stack.append(memo.get(arg, 1))
+                continue
+            if name == "DUP":
+                stack.append(stack[-1] if stack else 1)
+                continue
+            if name == "TUPLE" or name in _FIXED_TUPLES:
+                if name == "TUPLE":
+                    items = _pop_to_mark(stack)
+                else:
+                    items = [stack.pop() if stack else 1 for _ in range(_FIXED_TUPLES[name])]
+                nodes = 1 + sum(items)
+                if nodes > MAX_TUPLE_NODES:
+                    raise CheckpointFormatError(
+                        f"{where}: a tuple of more than {MAX_TUPLE_NODES} nested items (shared "
+                        "references that expand exponentially); refusing to unpickle it"
+                    )
+                stack.append(nodes)
+                continue
+            before = [item.name for item in opcode.stack_before]
+            if "mark" in before:
+                _pop_to_mark(stack)
+                before = before[: before.index("mark")]
+            del stack[len(stack) - min(len(before), len(stack)) :]
+            stack.extend(_MARK if item.name == "mark" else 1 for item in opcode.stack_after)
+    except CheckpointFormatError:
+        raise
+    except Exception as error:  # genops: a truncated or malformed stream
+        raise CheckpointFormatError(f"{where}: not a valid pickle ({_reason(error)})") from None
+    return stream.tell()
+
+
+def _reason(error):
+    """`Type: message` of an exception, at most 200 characters."""
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def unreadable(path, error):
+    """The `CheckpointFormatError` for any other failure while reading `path`."""
+    return CheckpointFormatError(f"{path}: cannot be read as a PyTorch checkpoint ({_reason(error)})")
+
+
+def _record_key(value, path):
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise CheckpointFormatError(f"{path}: storage key must be a string, got {describe(value)}")
+    return str(value)
 
 
 def _load_zip(path):
-    source = _ZipSource(path)
-    pickles = [n for n in source.names if n.endswith("data.pkl") and n.count("/") == 1]
+    archive = zipfile.ZipFile(path)
+    names = set(archive.namelist())
+    pickles = sorted(n for n in names if n.endswith("data.pkl") and n.count("/") == 1)
     if not pickles:
         raise CheckpointFormatError(f"{path}: zip file without a '<archive>/data.pkl' record")
     prefix = pickles[0][: -len("data.pkl")]
+
+    def record_size(name, limit=None):
+        size = archive.getinfo(name).file_size
+        if limit is not None and size > limit:
+            raise CheckpointFormatError(
+                f"{path}: record {name!r} declares {size} bytes, more than the {limit} it may hold"
+            )
+        return size
+
     byteorder = "little"
-    if prefix + "byteorder" in source.names:
-        byteorder = source.archive.read(prefix + "byteorder").decode("ascii").strip()
+    if prefix + "byteorder" in names:
+        record_size(prefix + "byteorder", limit=16)
+        byteorder = archive.read(prefix + "byteorder").decode("ascii").strip()
+        if byteorder not in ("little", "big"):
+            raise CheckpointFormatError(f"{path}: byteorder record says {byteorder!r}")
     storages = {}
 
     def persistent_load(saved_id):
-        if not isinstance(saved_id, tuple) or not saved_id or saved_id[0] != "storage":
-            raise CheckpointFormatError(f"{path}: unsupported persistent id {saved_id!r}")
+        if not isinstance(saved_id, tuple) or len(saved_id) != 5 or saved_id[0] != "storage":
+            raise CheckpointFormatError(f"{path}: unsupported persistent id {describe(saved_id)}")
         storage_type, key, _location, numel = saved_id[1:5]
-        key = str(key)
+        key = _record_key(key, path)
         if key not in storages:
             dtype = _storage_tag(storage_type).dtype
             record = f"{prefix}data/{key}"
-            if record not in source.names:
+            if record not in names:
                 raise CheckpointFormatError(f"{path}: record {record!r} is missing")
-            if int(numel) * dtype.itemsize > source.archive.getinfo(record).file_size:
-                raise CheckpointFormatError(f"{path}: record {record!r} is truncated")
+            numel = _count(numel, f"{path}: record {record!r}: element count")
+            # torch writes exactly the storage's bytes; anything else is damage or a zip bomb.
+            declared = record_size(record)
+            if declared != numel * dtype.itemsize:
+                state = "is truncated" if declared < numel * dtype.itemsize else "is larger than its storage"
+                raise CheckpointFormatError(
+                    f"{path}: record {record!r} {state}: it declares {declared} bytes, its storage "
+                    f"of {numel} {dtype.name} elements needs {numel * dtype.itemsize}"
+                )
 
-            def load(storage, record=record):
-                storage.set_bytes(source.archive.read(record), byteorder)
+            def read(start, size, record=record):
+                with archive.open(record) as stream:  # inflates up to start + size, no further
+                    stream.seek(start)
+                    return stream.read(size)
 
-            storages[key] = Storage(dtype, numel, loader=load)
+            storages[key] = Storage(dtype, numel, reader=read, where=f"{path}: record {record!r}")
+            storages[key].byteorder = byteorder
         return storages[key]
 
-    data = source.archive.read(pickles[0])
-    return _unpickle(RestrictedUnpickler(io.BytesIO(data), persistent_load), path)
+    record_size(pickles[0], limit=MAX_PICKLE_BYTES)
+    data = io.BytesIO(archive.read(pickles[0]))
+    check_pickle(data, f"{path}: {pickles[0]}")
+    data.seek(0)
+    result = _unpickle(RestrictedUnpickler(data, persistent_load), path)
+    if not storages:
+        archive.close()  # else the storages' readers keep it open until they are collected
+    return result
 
 
 def _unpickle(unpickler, path):
@@ -367,34 +586,64 @@ def _unpickle(unpickler, path):
     except CheckpointFormatError:
         raise
     except Exception as error:
-        raise CheckpointFormatError(
-            f"{path}: cannot be read as a PyTorch checkpoint ({type(error).__name__}: {error})"
-        ) from None
+        raise unreadable(path, error) from None
+
+
+class _BoundedReader:
+    """The next `limit` bytes of `handle`: what `check_pickle` may read of a legacy file."""
+
+    def __init__(self, handle, limit):
+        self.handle = handle
+        self.left = limit
+        self.start = handle.tell()
+
+    def read(self, size=-1):
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.handle.read(size)
+        self.left -= len(data)
+        return data
+
+    def readline(self, size=-1):
+        size = self.left if size is None or size < 0 else min(size, self.left)
+        data = self.handle.readline(size)
+        self.left -= len(data)
+        return data
+
+    def tell(self):
+        return self.handle.tell() - self.start
 
 
 def _load_legacy(path):
     """The pre-1.6 format: magic, protocol, sys info, object, keys, raw storages."""
     storages = {}
+    file_size = os.path.getsize(path)
 
     def persistent_load(saved_id):
         if not isinstance(saved_id, tuple) or not saved_id:
-            raise CheckpointFormatError(f"{path}: unsupported persistent id {saved_id!r}")
+            raise CheckpointFormatError(f"{path}: unsupported persistent id {describe(saved_id)}")
         if saved_id[0] == "module":  # source code of a pickled nn.Module class
             return _inert_class("torch.legacy", "module_source")(saved_id[1:])
-        if saved_id[0] != "storage":
-            raise CheckpointFormatError(f"{path}: unsupported persistent id {saved_id[0]!r}")
+        if saved_id[0] != "storage" or len(saved_id) != 6:
+            raise CheckpointFormatError(f"{path}: unsupported persistent id {describe(saved_id)}")
         storage_type, root_key, _location, numel, view_metadata = saved_id[1:6]
-        root_key = str(root_key)
+        root_key = _record_key(root_key, path)
         if root_key not in storages:
-            storages[root_key] = Storage(_storage_tag(storage_type).dtype, numel)
+            where = f"{path}: storage {root_key!r}"
+            storages[root_key] = Storage(_storage_tag(storage_type).dtype, numel, where=where)
         root = storages[root_key]
         if view_metadata is not None:
+            if not isinstance(view_metadata, tuple) or len(view_metadata) != 3:
+                raise CheckpointFormatError(f"{path}: bad storage view {describe(view_metadata)}")
             _view_key, offset, view_size = view_metadata
             return StorageView(root, offset, view_size)
         return root
 
     def load_one(handle):
-        return _unpickle(RestrictedUnpickler(handle, persistent_load), path)
+        start = handle.tell()
+        length = check_pickle(_BoundedReader(handle, MAX_PICKLE_BYTES), path)
+        handle.seek(start)
+        data = io.BytesIO(handle.read(length))
+        return _unpickle(RestrictedUnpickler(data, persistent_load), path)
 
     with open(path, "rb") as handle:
         try:
@@ -411,28 +660,49 @@ def _load_legacy(path):
             )
         protocol = load_one(handle)
         if protocol != LEGACY_PROTOCOL_VERSION:
-            raise CheckpointFormatError(f"{path}: unsupported legacy protocol {protocol!r}")
+            raise CheckpointFormatError(f"{path}: unsupported legacy protocol {describe(protocol)}")
         sys_info = load_one(handle)
         little = sys_info.get("little_endian", True) if isinstance(sys_info, dict) else True
         result = load_one(handle)
         keys = load_one(handle)
+        if not isinstance(keys, (list, tuple)):
+            raise CheckpointFormatError(f"{path}: storage keys must be a list, got {describe(keys)}")
         byte_format = "<q" if little else ">q"
         for key in keys:
-            storage = storages.get(str(key))
+            storage = storages.get(_record_key(key, path))
             if storage is None:
-                raise CheckpointFormatError(f"{path}: storage {key!r} listed but never used")
-            (numel,) = struct.unpack(byte_format, handle.read(8))
+                raise CheckpointFormatError(f"{path}: storage {describe(key)} listed but never used")
+            header = handle.read(8)
+            if len(header) != 8:
+                raise CheckpointFormatError(f"{path}: storage {describe(key)} is truncated")
+            (numel,) = struct.unpack(byte_format, header)
+            if numel != storage.numel:
+                raise CheckpointFormatError(
+                    f"{path}: storage {describe(key)} holds {numel} elements, its tensors were "
+                    f"told {storage.numel}"
+                )
+            start = handle.tell()
             size = numel * storage.dtype.itemsize
-            data = handle.read(size)
-            if len(data) != size:
-                raise CheckpointFormatError(f"{path}: storage {key!r} is truncated")
-            storage.numel = numel
-            storage.set_bytes(data, "little" if little else "big")
+            if start + size > file_size:
+                raise CheckpointFormatError(f"{path}: storage {describe(key)} is truncated")
+            handle.seek(size, os.SEEK_CUR)
+
+            def read(offset, count, start=start):
+                with open(path, "rb") as data:
+                    data.seek(start + offset)
+                    return data.read(count)
+
+            storage.reader = read
+            storage.byteorder = "little" if little else "big"
     return result
 
 
 def read_torch_file(path):
     """Unpickles a `torch.save` file without executing anything from it.
+
+    Whatever the file holds, reading it either succeeds or raises
+    `CheckpointFormatError` naming the file and what is wrong; memory and
+    time stay bounded (see the module docstring).
 
     Args:
         path: a `.pth` / `.pt` / `.pth.tar` file (zip or legacy format).
@@ -453,16 +723,26 @@ def read_torch_file(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if zipfile.is_zipfile(path):
-        return _load_zip(path)
-    return _load_legacy(path)
+    try:
+        if zipfile.is_zipfile(path):
+            return _load_zip(path)
+        return _load_legacy(path)
+    except CheckpointFormatError as error:
+        if str(error).startswith(path):
+            raise
+        raise CheckpointFormatError(f"{path}: {error}") from None
+    except Exception as error:  # a hostile or damaged file: zip directory, I/O, ...
+        raise unreadable(path, error) from None
 
 
 __all__ = [
     "CheckpointFormatError",
     "InertObject",
     "TorchTensor",
+    "check_pickle",
+    "describe",
     "inert_name",
     "is_inert",
     "read_torch_file",
+    "unreadable",
 ]

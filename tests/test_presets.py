@@ -1,0 +1,191 @@
+"""Presets: download (file:// URLs to checkpoints built here), hash check, cache, offline failure.
+
+The checkpoints are PyTorch reference networks (`torch_reference.py`) with random weights,
+saved as MMAction2 saves them; a test points a preset's URL and hash at such a file.
+"""
+
+import dataclasses
+import hashlib
+import os
+import pathlib
+import warnings
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import torch_reference as ref  # noqa: E402
+
+import tsm_keras  # noqa: E402
+from tsm_keras import presets  # noqa: E402
+from tsm_keras.models import TSM, build_tsm  # noqa: E402
+from tsm_keras.training.config import load_config  # noqa: E402
+from tsm_keras.weights import import_torch_checkpoint, load_torch_checkpoint  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SIZE = 32
+MOBILENET = "tsm_mobilenetv2_1x1x8_k400"
+# Each seed config of configs/ and the preset of the same MMAction2 row.
+SEED_CONFIG_PRESETS = {
+    "tsm_r50_1x1x8_50e_kinetics400.yaml": "tsm_r50_1x1x8_k400",
+    "tsm_r50_1x1x16_50e_kinetics400.yaml": "tsm_r50_1x1x16_k400",
+    "tsm_r50_dense_1x1x8_50e_kinetics400.yaml": "tsm_r50_dense_1x1x8_k400",
+    "tsm_r50_nl_dot_product_1x1x8_50e_kinetics400.yaml": "tsm_r50_nl_dot_product_1x1x8_k400",
+    "tsm_r50_nl_gaussian_1x1x8_50e_kinetics400.yaml": "tsm_r50_nl_gaussian_1x1x8_k400",
+    "tsm_r50_nl_embedded_gaussian_1x1x8_50e_kinetics400.yaml": "tsm_r50_nl_embedded_gaussian_1x1x8_k400",
+    "tsm_mobilenetv2_1x1x8_100e_kinetics400.yaml": "tsm_mobilenetv2_1x1x8_k400",
+    "tsm_mobileone_s4_1x1x16_50e_kinetics400.yaml": "tsm_mobileone_s4_1x1x16_k400",
+    "tsm_r50_1x1x8_50e_sthv2.yaml": "tsm_r50_1x1x8_sthv2",
+    "tsm_r50_1x1x16_50e_sthv2.yaml": "tsm_r50_1x1x16_sthv2",
+    "tsm_r101_1x1x8_50e_sthv2.yaml": "tsm_r101_1x1x8_sthv2",
+}
+
+
+def sha256(path):
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+def save_mmaction2(network, path):
+    torch.save({"state_dict": network.state_dict(), "meta": {"mmengine_version": "0.7.0"}}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mobilenet_checkpoint(tmp_path_factory):
+    """A random MMAction2 TSM-MobileNetV2 (8 segments, 400 classes) under the zoo's file name."""
+    network = ref.randomize(ref.MMRecognizer(ref.MMMobileNetV2TSM(num_segments=8), 1280, 400), seed=3)
+    directory = tmp_path_factory.mktemp("zoo")
+    return save_mmaction2(network, directory / presets.get_preset(MOBILENET).file_name)
+
+
+def serve(monkeypatch, name, path, sha=None):
+    """Points preset `name` at `path` (a file:// URL) with the file's real hash prefix."""
+    preset = presets.get_preset(name)
+    url = pathlib.Path(path).as_uri()
+    served = dataclasses.replace(preset, url=url, sha256=sha or sha256(path)[:8])
+    monkeypatch.setitem(presets.PRESETS, preset.name, served)
+    return served
+
+
+def clip(segments=8, seed=0):
+    return np.random.default_rng(seed).standard_normal((1, segments, SIZE, SIZE, 3)).astype("float32")
+
+
+def test_download_verifies_imports_and_caches_the_keras_model(mobilenet_checkpoint, monkeypatch, tmp_path):
+    preset = serve(monkeypatch, MOBILENET, mobilenet_checkpoint)
+    model = tsm_keras.from_preset(MOBILENET, input_shape=(SIZE, SIZE, 3), cache_root=tmp_path)
+    cache = tmp_path / "models" / "tsm_keras"
+    downloaded = cache / preset.file_name
+    assert downloaded.read_bytes() == pathlib.Path(mobilenet_checkpoint).read_bytes()
+    assert sorted(os.listdir(cache)) == sorted([preset.file_name, f"{preset.name}_32x32.keras"])
+    # The same network as importing the file directly, with the preset's architecture.
+    expected = load_torch_checkpoint(mobilenet_checkpoint, input_shape=(SIZE, SIZE, 3))
+    np.testing.assert_array_equal(np.asarray(model(clip())), np.asarray(expected(clip())))
+    assert model.tsm_config()["num_classes"] == 400 and model.tsm_config()["num_segments"] == 8
+
+
+def test_cache_is_reused_without_download_or_second_import(mobilenet_checkpoint, monkeypatch, tmp_path):
+    preset = serve(monkeypatch, MOBILENET, mobilenet_checkpoint)
+    first = TSM.from_preset(preset.alias, input_shape=(SIZE, SIZE, 3), cache_root=tmp_path)
+    # No second import, and no network: the URL now points nowhere.
+    monkeypatch.setattr(presets, "import_torch_checkpoint", lambda *args, **kwargs: pytest.fail("imported twice"))
+    monkeypatch.setitem(presets.PRESETS, preset.name, dataclasses.replace(preset, url="file:///nonexistent.pth"))
+    second = tsm_keras.from_preset(preset.name, input_shape=(SIZE, SIZE, 3), cache_root=tmp_path)
+    assert isinstance(second, TSM)
+    np.testing.assert_array_equal(np.asarray(second(clip(seed=1))), np.asarray(first(clip(seed=1))))
+
+
+def test_hash_mismatch_is_refused_and_the_download_removed(mobilenet_checkpoint, monkeypatch, tmp_path):
+    actual = sha256(mobilenet_checkpoint)[:8]
+    wrong = format(int(actual, 16) ^ 0xFFFFFFFF, "08x")
+    serve(monkeypatch, MOBILENET, mobilenet_checkpoint, sha=wrong)
+    with pytest.raises(presets.PresetError, match=f"SHA-256 {actual}... does not match the expected {wrong}"):
+        tsm_keras.from_preset(MOBILENET, input_shape=(SIZE, SIZE, 3), cache_root=tmp_path)
+    assert os.listdir(tmp_path / "models" / "tsm_keras") == []
+    # A copy given by hand is checked the same way.
+    with pytest.raises(presets.PresetError, match="does not match"):
+        tsm_keras.from_preset(MOBILENET, checkpoint=mobilenet_checkpoint, cache_root=tmp_path)
+
+
+def test_offline_failure_is_one_line_naming_the_url_and_the_manual_route(monkeypatch, tmp_path):
+    preset = presets.get_preset(MOBILENET)
+    missing = (tmp_path / "offline" / preset.file_name).as_uri()
+    monkeypatch.setitem(presets.PRESETS, preset.name, dataclasses.replace(preset, url=missing))
+    with pytest.raises(presets.PresetError) as raised:
+        tsm_keras.from_preset(MOBILENET, cache_root=tmp_path / "cache")
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"cannot download {missing}" in message
+    assert "checkpoint=PATH (--checkpoint PATH)" in message
+    assert str(tmp_path / "cache" / "models" / "tsm_keras" / preset.file_name) in message
+
+
+def test_a_copy_by_hand_works_offline(mobilenet_checkpoint, monkeypatch, tmp_path):
+    preset = serve(monkeypatch, MOBILENET, mobilenet_checkpoint)
+    monkeypatch.setitem(presets.PRESETS, preset.name, dataclasses.replace(preset, url="file:///nonexistent.pth"))
+    model = tsm_keras.from_preset(MOBILENET, checkpoint=mobilenet_checkpoint, input_shape=(SIZE, SIZE, 3),
+                                  cache_root=tmp_path)
+    assert model.output_shape == (None, 400)
+
+
+def test_mobileone_preset_imports_with_shifts_over_halves_of_8(monkeypatch, tmp_path):
+    """The MobileOne-S4 1x1x16 row: a bare file (no meta config) imports as MMAction2's network."""
+    frames = clip(segments=16, seed=2)
+    inputs = torch.from_numpy(frames.transpose(0, 1, 4, 2, 3).copy())  # NTHWC -> NTCHW
+    network = ref.randomize(ref.MMRecognizer(ref.MMMobileOneTSM("s4", num_segments=8), 2048, 400), seed=5)
+    ref.calibrate_batch_norms(network, lambda: network(inputs), seed=5)  # activations of order 1
+    name = "tsm_mobileone_s4_1x1x16_k400"
+    path = save_mmaction2(network, tmp_path / presets.get_preset(name).file_name)
+    serve(monkeypatch, name, path)
+    with warnings.catch_warnings():
+        # The preset says shift_segments: 8, so the importer has no reason to warn.
+        warnings.filterwarnings("error", message=".*two halves of 8 frames")
+        model = tsm_keras.from_preset(name, input_shape=(SIZE, SIZE, 3), cache_root=tmp_path / "cache")
+    assert model.tsm_config()["backbone_options"]["shift_segments"] == 8
+    with torch.no_grad():
+        expected = network(inputs).numpy()
+    got = np.asarray(model(frames))
+    assert np.max(np.abs(got - expected)) <= 1e-4 * np.max(np.abs(expected))
+    # Without the preset, the importer cannot know and says so.
+    with pytest.warns(UserWarning, match="two halves of 8 frames"):
+        import_torch_checkpoint(path, input_shape=(SIZE, SIZE, 3))
+
+
+@pytest.mark.parametrize("config_name", sorted(SEED_CONFIG_PRESETS))
+def test_every_seed_row_has_a_preset_matching_its_config(config_name):
+    config = load_config(ROOT / "configs" / config_name)
+    preset = presets.get_preset(SEED_CONFIG_PRESETS[config_name])
+    model, data = config.model, config.data
+    assert (preset.backbone, preset.num_classes, preset.num_segments, preset.shift_div, preset.shift_place,
+            preset.non_local, preset.direction) == (model.backbone, model.num_classes, data.num_clips,
+                                                    model.shift_div, model.shift_place, model.non_local,
+                                                    model.direction)
+    assert preset.backbone_options.get("shift_segments") == model.backbone_options.get("shift_segments")
+    for key, value in preset.test_protocol["data"].items():
+        assert (data.view_crop_size if key == "test_crop_size" else getattr(data, key)) == value, key
+    assert preset.test_protocol["test"]["average"] == config.test.average
+    assert preset.label_map == data.label_map and len(preset.class_names()) == preset.num_classes
+    assert preset.url.endswith(f"/{preset.name}/{preset.file_name}") and preset.name in preset.file_name
+    assert preset.file_name.endswith(f"-{preset.sha256}.pth") and len(preset.sha256) == 8
+
+
+@pytest.mark.parametrize("name", sorted(presets.PRESETS))
+def test_every_preset_builds(name):
+    preset = presets.get_preset(name)
+    model = build_tsm(**preset.build_kwargs(input_shape=(SIZE, SIZE, 3)))
+    assert model.output_shape == (None, preset.num_classes)
+    assert model.tsm_config()["num_segments"] == preset.num_segments
+    assert preset.normalization["mean"] == (123.675, 116.28, 103.53)
+
+
+def test_names_aliases_and_unknown_names():
+    names = tsm_keras.list_presets()
+    assert len(presets.PRESETS) == 13 and len(names) == 26  # 12 MMAction2 rows + Jester, each with an alias
+    for preset in presets.PRESETS.values():
+        assert presets.get_preset(preset.alias) is preset and preset.name in names and preset.alias in names
+    jester = presets.get_preset("tsm_mobilenetv2_online_jester")
+    assert jester.direction == "unidirectional" and jester.class_names()[:2] == ["Doing other things",
+                                                                                 "Drumming Fingers"]
+    with pytest.raises(presets.PresetError, match="unknown preset 'tsm_r51'; tsm_keras.list_presets"):
+        presets.get_preset("tsm_r51")
