@@ -29,6 +29,7 @@ COMMANDS = {
     "tsm-stream": "stream",
     "tsm-android-bench": "android_bench",
     "tsm-make-tfrecords": "make_tfrecords",
+    "tsm-make-videos": "synthetic_videos",
 }
 GOAL_S = 1.0
 

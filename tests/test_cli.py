@@ -11,7 +11,7 @@ from tsm_keras.training import reporting
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMANDS = ("train", "test", "import_torch", "export", "reparameterize", "predict", "stream", "android_bench",
-            "make_tfrecords")
+            "make_tfrecords", "synthetic_videos")
 
 
 def python(code, *arguments):

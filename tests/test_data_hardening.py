@@ -313,7 +313,7 @@ def test_training_on_a_list_with_nothing_decodable_stops_after_one_pass(tmp_path
 
 
 def test_make_tfrecords_never_leaves_shards_without_their_index(real_clips, tmp_path, capsys):
-    from tsm_keras.data.make_tfrecords import main as make_tfrecords
+    from tsm_keras.cli.make_tfrecords import main as make_tfrecords
     from tsm_keras.data.tfrecords import read_index
 
     root, clips = real_clips
@@ -333,7 +333,7 @@ def test_make_tfrecords_never_leaves_shards_without_their_index(real_clips, tmp_
                            "--on-error", "raise"])
     error = capsys.readouterr().err.strip().split("\n")[-1]
     assert code == 1
-    assert error.startswith("error: ") and "no_decoder.mp4: not a video" in error and "no decoder" in error
+    assert error.startswith("tsm-make-tfrecords: error: ") and "no_decoder.mp4: not a video" in error and "no decoder" in error
     assert sorted(os.listdir(out)) == before and read_index(out)["num_examples"] == 1
 
     # Skip mode counts it and replaces the earlier shards, stale ones included.
