@@ -92,7 +92,7 @@ def test_bad_values_are_refused_naming_the_key(tmp_path, section, key, value, me
         ("schedule.milestones=[3]", "schedule.milestones: expected epochs < train.epochs (3), got [3]"),
         ("schedule.warmup_epochs=4", "schedule.warmup_epochs: expected at most train.epochs (3)"),
         ("train.val_interval=0", "checkpoint.save_best: expected false when train.val_interval is 0"),
-        ("model.non_local=gaussian", "model.non_local: expected null/false for a non-ResNet backbone"),
+        ("model.non_local=gaussian", "model.non_local: expected null/false for backbone 'mobilenet_v2'"),
         ("trainer.epochs=3", "trainer: unknown section"),
         ("optimizer=0.1", "expected section.key=value"),
         ("optimizer.lr.base=0.1", "optimizer.lr is 0.02, not a section"),

@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 import torch_reference as ref  # noqa: E402
 
-from tsm_keras.weights import load_torch_checkpoint  # noqa: E402
+from tsm_keras.convert import load_torch_checkpoint  # noqa: E402
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "convert" / "import_torch.py"
 
@@ -70,7 +70,7 @@ def test_cli_rejects_bad_arguments(checkpoint, tmp_path, capsys):
 
 def test_cli_source_choices_are_the_importers():
     from tsm_keras.cli.import_torch import SOURCES
-    from tsm_keras.weights.key_maps import SOURCES as IMPORTER_SOURCES
+    from tsm_keras.weights import SOURCES as IMPORTER_SOURCES
 
     assert set(SOURCES) == {"auto"} | (set(IMPORTER_SOURCES) - {"torchvision"})
 

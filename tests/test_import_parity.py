@@ -3,7 +3,7 @@
 Each case builds an independent PyTorch network (`torch_reference.py`) in one
 checkpoint family's module layout, fills it with random weights and random
 BatchNorm statistics, saves it as that family saves checkpoints, imports the
-file with `tsm_keras.weights` and compares logits on the same random clip:
+file with `tsm_keras.convert` and compares logits on the same random clip:
 `max|keras - torch| / max|torch| <= 1e-4`, for batch 1 and batch 2. Odd and
 even frame sizes exercise the symmetric padding of stride-2 convolutions.
 """
@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 import torch_reference as ref  # noqa: E402
 
 from tsm_keras.export import build_online  # noqa: E402
-from tsm_keras.weights import import_torch_checkpoint, load_torch_checkpoint  # noqa: E402
+from tsm_keras.convert import import_torch_checkpoint, load_torch_checkpoint  # noqa: E402
 
 TOLERANCE = 1e-4
 

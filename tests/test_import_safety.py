@@ -14,10 +14,10 @@ torch = pytest.importorskip("torch")
 
 import torch_reference as ref  # noqa: E402
 
+from tsm_keras.convert import import_torch_checkpoint  # noqa: E402
 from tsm_keras.weights import (  # noqa: E402
     CheckpointFormatError,
     UnsafeCheckpointError,
-    import_torch_checkpoint,
     read_checkpoint,
     read_torch_file,
 )
@@ -262,7 +262,8 @@ def test_hostile_tensor_records_fail_cleanly(tmp_path):
 CAPPED_READER = r"""
 import resource, signal, sys
 
-from tsm_keras.weights import import_torch_checkpoint, read_checkpoint
+from tsm_keras.convert import import_torch_checkpoint
+from tsm_keras.weights import read_checkpoint
 
 path, mode, extra = sys.argv[1], sys.argv[2], int(sys.argv[3])
 with open("/proc/self/status") as status:

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 import torch_reference as ref  # noqa: E402
 
 from tsm_keras import build_tsm  # noqa: E402
-from tsm_keras.weights import (  # noqa: E402
+from tsm_keras.convert import (  # noqa: E402
     CheckpointMismatchError,
     import_torch_checkpoint,
     load_torch_backbone_weights,

@@ -10,8 +10,8 @@ import pytest
 
 import tsm_keras
 from tsm_keras import TemporalShift, build_tsm, reparameterize
-from tsm_keras.models.mobileone import block_settings
-from tsm_keras.models.reparameterize import fold_batch_norm, identity_kernel
+from tsm_keras.models.backbones.folding import fold_batch_norm, identity_kernel
+from tsm_keras.models.backbones.mobileone import block_settings
 
 from test_mobileone_model import calibrate, float64, randomize
 

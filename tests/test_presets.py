@@ -21,7 +21,7 @@ import tsm_keras  # noqa: E402
 from tsm_keras import presets  # noqa: E402
 from tsm_keras.models import TSM, build_tsm  # noqa: E402
 from tsm_keras.training.config import load_config  # noqa: E402
-from tsm_keras.weights import import_torch_checkpoint, load_torch_checkpoint  # noqa: E402
+from tsm_keras.convert import import_torch_checkpoint, load_torch_checkpoint  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 32

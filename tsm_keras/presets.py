@@ -2,7 +2,7 @@
 
 `from_preset(name)` downloads a checkpoint of MMAction2's TSM model zoo (or the
 authors' online Jester model) with `keras.utils.get_file` into the Keras cache,
-checks its SHA-256, imports it once with `tsm_keras.weights.import_torch_checkpoint`
+checks its SHA-256, imports it once with `tsm_keras.convert.import_torch_checkpoint`
 (strict: every tensor used once, every weight filled), saves the Keras model next
 to the checkpoint and loads that `.keras` file on every later call.
 
@@ -34,7 +34,7 @@ import keras
 from tsm_keras.data.annotations import load_label_map
 from tsm_keras.data.config import IMAGENET_MEAN, IMAGENET_STD
 from tsm_keras.models.tsm import register_preset_loader
-from tsm_keras.weights import import_torch_checkpoint
+from tsm_keras.convert import import_torch_checkpoint
 
 # Under the Keras cache (`$KERAS_HOME`, default `~/.keras`): checkpoints and their imported models.
 CACHE_SUBDIR = os.path.join("models", "tsm_keras")

@@ -30,7 +30,7 @@ import os
 
 from tsm_keras.cli import common
 
-SOURCES = ("auto", "mmaction2", "mit", "mit_online")  # checked against weights.key_maps.SOURCES in the tests
+SOURCES = ("auto", "mmaction2", "mit", "mit_online")  # checked against tsm_keras.weights.SOURCES in the tests
 
 
 def build_parser():
@@ -124,7 +124,7 @@ def run(args):
     from rich.table import Table
 
     from tsm_keras.data.annotations import write_label_map
-    from tsm_keras.weights import import_torch_checkpoint
+    from tsm_keras.convert import import_torch_checkpoint
 
     console = Console(stderr=True)
     if args.preset is not None:

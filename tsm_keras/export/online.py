@@ -27,6 +27,8 @@ The states are in network order (`state_names`); `init_states()` gives the
 zeros a stream starts (or restarts) from.
 """
 
+import dataclasses
+
 import numpy as np
 import keras
 from keras import ops
@@ -100,6 +102,7 @@ class OnlineTemporalShift(keras.layers.Layer):
         return config
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
 class OnlineContext(TemporalContext):
     """A `TemporalContext` for one frame: each shift reads and writes a state.
 
@@ -107,7 +110,8 @@ class OnlineContext(TemporalContext):
     Here that creates a `keras.Input` `state_{name}` of shape
     `(batch_size, H, W, C // shift_div)`, an `OnlineTemporalShift` named
     `name`, and records its next-state output. After the backbone is built,
-    `state_inputs` and `next_states` hold them in network order.
+    `state_inputs` and `next_states` hold them in network order. The
+    context's settings are frozen; only these two records grow.
 
     Args:
         shift_div: int, `1 / shift_div` of the channels are shifted (>= 1).
@@ -127,19 +131,22 @@ class OnlineContext(TemporalContext):
     ['state_block2_shift']
     """
 
-    def __init__(self, shift_div=8, shift_place="blockres", bn_momentum=0.9, batch_size=1):
-        # One frame, uni-directional, no temporal pool or Non-local: the base
-        # class validates the rest and leaves those hooks as the identity.
-        super().__init__(
-            num_segments=1,
-            shift_div=shift_div,
-            shift_place=shift_place,
-            direction=UNIDIRECTIONAL,
-            bn_momentum=bn_momentum,
-        )
-        self.batch_size = int(batch_size)
-        self.state_inputs = {}
-        self.next_states = {}
+    # One frame, uni-directional, no temporal pool or Non-local: the base
+    # class validates the rest and leaves those hooks as the identity.
+    num_segments: int = 1
+    direction: str = UNIDIRECTIONAL
+    batch_size: int = 1
+    state_inputs: dict = dataclasses.field(default_factory=dict)
+    next_states: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if (self.num_segments, self.direction) != (1, UNIDIRECTIONAL):
+            raise ValueError(
+                "OnlineContext is one frame, uni-directional; got "
+                f"num_segments={self.num_segments}, direction={self.direction!r}"
+            )
+        object.__setattr__(self, "batch_size", int(self.batch_size))
 
     def shift(self, x, name):
         if not self.shifts:
@@ -258,7 +265,7 @@ class OnlineTSM(keras.Model):
             batch_size=batch_size,
         )
         image = keras.Input(batch_shape=(int(batch_size),) + input_shape, name=IMAGE_NAME)
-        features = spec.features(image, context, layout=layout, **(backbone_options or {}))
+        features, _ = spec.build(image, context, layout=layout, **(backbone_options or {}))
         pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
         logits = keras.layers.Dense(int(num_classes), name="fc_cls")(pooled)
         inputs = {IMAGE_NAME: image, **context.state_inputs}

@@ -1,8 +1,8 @@
 """TSM models, their backbones and their complexity."""
 
-from tsm_keras.models.backbones import BACKBONES, BackboneSpec, get_backbone, register_backbone
+from tsm_keras.models.backbones import BACKBONES, BackboneSpec, get_backbone
 from tsm_keras.models.complexity import count_params, model_complexity
 from tsm_keras.models.temporal import SHIFT_PLACES, TemporalContext
+from tsm_keras.models.torch_weights import load_torch_backbone_weights
 from tsm_keras.models.tsm import TSM, build_tsm, load_keras_applications_weights, load_weights
 from tsm_keras.models.saving import ModelFileError, load_tsm
-from tsm_keras.models import mobileone  # registers mobileone_s0 .. mobileone_s4

@@ -12,7 +12,16 @@ Wherever the TSM papers put a temporal operation, a builder calls its
 The offline TSM, its TSN twin (no shift) and the online per-frame model
 (`tsm_keras.export.online`) are the same backbone code driven by different
 contexts, so layer names and weights line up between them by construction.
+
+The context is immutable. A builder that changes the clip length seen by
+later layers (the temporal pool halves it; MobileOne's `shift_segments`
+narrows what its shifts treat as one clip) derives a new context with
+`with_segments` and returns the count it leaves behind, so the caller sizes
+the consensus from the builder's answer rather than from a mutated object.
 """
+
+import dataclasses
+from typing import Optional
 
 from tsm_keras.layers import (
     BIDIRECTIONAL,
@@ -26,19 +35,20 @@ from tsm_keras.layers import (
 SHIFT_PLACES = ("blockres", "block")
 
 
+@dataclasses.dataclass(frozen=True)
 class TemporalContext:
     """Inserts TemporalShift, TemporalPool and NonLocal layers into a backbone.
 
     Args:
-        num_segments: int, frames per clip at the network input.
+        num_segments: int, frames per clip at this point of the network.
         shift_div: int, `1 / shift_div` of the channels move each way;
             `0` builds the TSN twin (no shift layers at all).
         shift_place: `"blockres"` (shift the residual branch) or `"block"`
             (shift the whole block input).
         direction: `"bidirectional"` (offline) or `"unidirectional"` (online).
-        non_local: `None` or a Non-local mode (`"dot_product"`, `"gaussian"`,
-            `"embedded_gaussian"`).
-        temporal_pool: bool, halve T before stage 2 (ResNet only).
+        non_local_mode: `None` or a Non-local mode (`"dot_product"`,
+            `"gaussian"`, `"embedded_gaussian"`).
+        use_temporal_pool: bool, halve T before stage 2 (ResNet only).
         bn_momentum: float, Keras BatchNorm momentum for layers created here.
 
     Example:
@@ -47,37 +57,41 @@ class TemporalContext:
     >>> frames = keras.Input((56, 56, 64))
     >>> context.shift(frames, name="layer1_block0_shift").shape
     (None, 56, 56, 64)
+    >>> pooled, after = context.temporal_pool(frames, name="temporal_pool")
+    >>> after.num_segments  # pooling is off: the same context comes back
+    8
     """
 
-    def __init__(
-        self,
-        num_segments,
-        shift_div=8,
-        shift_place="blockres",
-        direction=BIDIRECTIONAL,
-        non_local=None,
-        temporal_pool=False,
-        bn_momentum=0.9,
-    ):
-        if shift_place not in SHIFT_PLACES:
-            raise ValueError(f"shift_place must be one of {SHIFT_PLACES}, got {shift_place!r}")
-        if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        if non_local is not None and non_local not in NON_LOCAL_MODES:
+    num_segments: int
+    shift_div: int = 8
+    shift_place: str = "blockres"
+    direction: str = BIDIRECTIONAL
+    non_local_mode: Optional[str] = None
+    use_temporal_pool: bool = False
+    bn_momentum: float = 0.9
+
+    def __post_init__(self):
+        if self.shift_place not in SHIFT_PLACES:
             raise ValueError(
-                f"non_local must be None or one of {NON_LOCAL_MODES}, got {non_local!r}"
+                f"shift_place must be one of {SHIFT_PLACES}, got {self.shift_place!r}"
             )
-        self.num_segments = int(num_segments)
-        self.shift_div = int(shift_div or 0)
-        self.shift_place = shift_place
-        self.direction = direction
-        self.non_local_mode = non_local
-        self.use_temporal_pool = bool(temporal_pool)
-        self.bn_momentum = bn_momentum
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
+        if self.non_local_mode is not None and self.non_local_mode not in NON_LOCAL_MODES:
+            raise ValueError(
+                f"non_local must be None or one of {NON_LOCAL_MODES}, got {self.non_local_mode!r}"
+            )
+        object.__setattr__(self, "num_segments", int(self.num_segments))
+        object.__setattr__(self, "shift_div", int(self.shift_div or 0))
+        object.__setattr__(self, "use_temporal_pool", bool(self.use_temporal_pool))
 
     @property
     def shifts(self):
         return self.shift_div > 0
+
+    def with_segments(self, num_segments):
+        """The same context for clips of `num_segments` frames."""
+        return dataclasses.replace(self, num_segments=num_segments)
 
     def shift(self, x, name):
         """Temporal shift of `x` (identity for the TSN twin)."""
@@ -91,12 +105,16 @@ class TemporalContext:
         )(x)
 
     def temporal_pool(self, x, name):
-        """Max-pool over time when enabled; later layers see half the frames."""
+        """Max-pool over time when enabled.
+
+        Returns:
+            `(y, context)`: the pooled tensor and the context later layers
+            use (half the frames), or `(x, self)` when pooling is off.
+        """
         if not self.use_temporal_pool:
-            return x
+            return x, self
         pool = TemporalPool(num_segments=self.num_segments, name=name)
-        self.num_segments = pool.output_segments
-        return pool(x)
+        return pool(x), self.with_segments(pool.output_segments)
 
     def non_local(self, x, name):
         """Non-local block after `x` when a mode is set."""

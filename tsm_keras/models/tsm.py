@@ -5,6 +5,7 @@ import keras
 from tsm_keras.layers import MergeSegments, NonLocal, SegmentConsensus
 from tsm_keras.models.backbones import get_backbone
 from tsm_keras.models.temporal import TemporalContext
+from tsm_keras.models.torch_weights import load_torch_backbone_weights
 
 # `TSM.from_preset` delegates to the loader `tsm_keras.presets` registers on import: the presets
 # need the checkpoint importer, which builds models, so this module cannot import them.
@@ -29,8 +30,8 @@ class TSM(keras.Model):
     (dropout + linear layer) and averaged over time (TSN consensus).
 
     Args:
-        backbone: `"resnet50"`, `"resnet101"`, `"mobilenet_v2"` (and any name
-            added with `tsm_keras.models.backbones.register_backbone`).
+        backbone: a name registered in `tsm_keras.models.backbones`
+            (`"resnet50"`, `"resnet101"`, `"mobilenet_v2"`, `"mobileone_s4"`, ...).
         num_classes: int, size of the classifier.
         num_segments: int, frames per clip `T`.
         shift_div: int, `1 / shift_div` of the channels shift each way;
@@ -79,8 +80,6 @@ class TSM(keras.Model):
         **kwargs,
     ):
         spec = get_backbone(backbone)
-        if layout not in spec.layouts:
-            raise ValueError(f"Backbone {backbone!r} supports layouts {spec.layouts}, got {layout!r}")
         if int(num_classes) < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
         if not 0.0 <= float(dropout) < 1.0:
@@ -91,13 +90,15 @@ class TSM(keras.Model):
             shift_div=shift_div,
             shift_place=shift_place,
             direction=direction,
-            non_local=non_local,
-            temporal_pool=temporal_pool,
+            non_local_mode=non_local,
+            use_temporal_pool=temporal_pool,
             bn_momentum=bn_momentum,
         )
         clips = keras.Input((int(num_segments),) + input_shape, name="clip")
         frames = MergeSegments(name="merge_segments")(clips)
-        features = spec.features(frames, context, layout=layout, **(backbone_options or {}))
+        features, segments_after = spec.build(
+            frames, context, layout=layout, **(backbone_options or {})
+        )
         pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
         pooled = keras.layers.Dropout(dropout, name="dropout")(pooled)
         frame_logits = keras.layers.Dense(
@@ -105,7 +106,7 @@ class TSM(keras.Model):
             kernel_initializer=keras.initializers.RandomNormal(stddev=init_std),
             name="fc_cls",
         )(pooled)
-        logits = SegmentConsensus(context.num_segments, name="consensus", dtype="float32")(
+        logits = SegmentConsensus(segments_after, name="consensus", dtype="float32")(
             frame_logits
         )
         kwargs.setdefault("name", f"tsm_{backbone}")
@@ -193,7 +194,7 @@ def build_tsm(
             without its top); for layout `"torch"`, a PyTorch file (`.pth`,
             `.pt`, `.pth.tar`: torchvision ImageNet ResNet / MobileNetV2, or
             the backbone of an MMAction2 / mit-han-lab TSM checkpoint), read by
-            `tsm_keras.weights.load_torch_backbone_weights`. The classifier
+            `tsm_keras.models.torch_weights.load_torch_backbone_weights`. The classifier
             (and any Non-local block) keeps its initialisation. To restore a
             whole trained TSM use `model.load_weights(...)` or
             `keras.saving.load_model(...)`.
@@ -229,12 +230,10 @@ def load_weights(model, weights):
     if model.layout == "keras":
         return load_keras_applications_weights(model, weights)
     if str(weights).endswith((".pth", ".pt", ".pth.tar")):
-        from tsm_keras.weights import load_torch_backbone_weights  # imports this module
-
         return load_torch_backbone_weights(model, weights)
     raise ValueError(
         f"weights={weights!r} for layout='torch': PyTorch ImageNet weights are read by "
-        "the checkpoint importer (tsm_keras.weights)"
+        "load_torch_backbone_weights from .pth / .pt / .pth.tar files"
     )
 
 

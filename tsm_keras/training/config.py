@@ -182,6 +182,7 @@ class ModelConfig(_Section):
         from tsm_keras.models import BACKBONES
 
         check.choice("backbone", self.backbone, sorted(BACKBONES))
+        spec = BACKBONES[self.backbone]
         check.int_("num_classes", self.num_classes, minimum=1)
         check.bool_("shift", self.shift)
         check.int_("shift_div", self.shift_div, minimum=1)
@@ -196,9 +197,12 @@ class ModelConfig(_Section):
         self.init_std = check.float_("init_std", self.init_std, 0.0, low_open=True)
         self.backbone_options = check.mapping("backbone_options", self.backbone_options)
         check.bool_("partial_bn", self.partial_bn)
-        if (self.non_local or self.temporal_pool) and not self.backbone.startswith("resnet"):
-            key = "non_local" if self.non_local else "temporal_pool"
-            check.fail(key, "null/false for a non-ResNet backbone", getattr(self, key))
+        for key, supported in (
+            ("non_local", spec.supports_non_local),
+            ("temporal_pool", spec.supports_temporal_pool),
+        ):
+            if getattr(self, key) and not supported:
+                check.fail(key, f"null/false for backbone {self.backbone!r}", getattr(self, key))
 
     def build_kwargs(self, data):
         """Keyword arguments of `build_tsm` for clips produced by `data`."""

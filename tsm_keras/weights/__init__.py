@@ -1,17 +1,20 @@
-"""Import of PyTorch TSM checkpoints (MMAction2, mit-han-lab, torchvision) into Keras.
+"""Reading PyTorch checkpoints and placing their tensors into Keras weights.
 
 Reading never executes code from the file (`torch_reader`), and PyTorch is not
-needed. See `importer` for what is inferred from the keys and `key_maps` for
-where each Keras weight lives in each checkpoint family.
+needed. `key_maps` knows where each Keras weight lives in each checkpoint
+family (with the backbone's own paths from its `BackboneSpec`), `assign`
+fills a model strictly. This package does not import `tsm_keras.models`:
+building a model from a checkpoint is `tsm_keras.convert`.
 """
 
+from tsm_keras.weights.assign import CheckpointMismatchError, assign_weights
 from tsm_keras.weights.checkpoint import TorchCheckpoint, UnsafeCheckpointError, read_checkpoint
-from tsm_keras.weights.importer import (
-    CheckpointMismatchError,
-    ImportedCheckpoint,
-    import_torch_checkpoint,
-    load_torch_backbone_weights,
-    load_torch_checkpoint,
+from tsm_keras.weights.key_maps import (
+    SCHEMES,
+    SOURCES,
+    KeyScheme,
+    UnsupportedArchitectureError,
+    classifier_path,
+    infer_source,
 )
-from tsm_keras.weights.key_maps import SCHEMES, SOURCES, KeyScheme, UnsupportedArchitectureError
 from tsm_keras.weights.torch_reader import CheckpointFormatError, TorchTensor, read_torch_file

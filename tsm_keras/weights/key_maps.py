@@ -10,7 +10,11 @@ PyTorch module path that holds the same weights in one checkpoint family:
 | `mit_online`  | `features.3.conv.0.weight` (MobileNetV2 only)             |
 | `torchvision` | `layer2.0.conv1.weight` (ImageNet backbone, no head)      |
 
-The path is predicted from the Keras model itself (which blocks are shifted,
+The backbone-specific part of the path comes from the backbone's
+`BackboneSpec.torch_paths` (in `tsm_keras.models.backbones`), passed in by
+the caller: this module knows the families (prefix, head, `.net` wrappers,
+per-layer-type tensor layouts), not the backbones. The path is predicted from
+the Keras model itself (which blocks are shifted,
 where, which carry a Non-local block, whether time is pooled), `.net`
 segments included where the source's `TemporalShift` / `TemporalPool`
 wrappers put them. A checkpoint that disagrees therefore shows up as missing
@@ -27,13 +31,11 @@ Per Keras layer type the variables map as:
 """
 
 import dataclasses
-import re
 
 import keras
 import numpy as np
 
 from tsm_keras.layers import NonLocal
-from tsm_keras.models import mobilenet_v2
 
 SOURCES = ("mmaction2", "mit", "mit_online", "torchvision")
 HEAD_LAYER = "fc_cls"
@@ -127,7 +129,7 @@ def non_local_targets(layer, prefix):
 
 
 class ModelStructure:
-    """What the key schemes need to know about a `layout="torch"` TSM."""
+    """What the key paths need to know about a `layout="torch"` TSM."""
 
     def __init__(self, model):
         config = model.tsm_config() if hasattr(model, "tsm_config") else model.get_config()
@@ -141,9 +143,6 @@ class ModelStructure:
         return name in self.layer_names
 
 
-_RESNET_BLOCK = re.compile(r"layer(\d)_block(\d+)_(conv\d|bn\d|downsample_conv|downsample_bn|non_local)$")
-
-
 class KeyScheme:
     """Maps Keras layer names to module paths for one checkpoint family.
 
@@ -155,15 +154,24 @@ class KeyScheme:
     """
 
     name = "?"
-    wraps_shifts = True
 
     def __init__(self, prefix="", head=None):
         self.prefix = prefix
         self.head = head
 
-    def targets(self, model):
-        """Every `TensorTarget` of `model` (weights the file must provide)."""
+    def targets(self, model, backbone):
+        """Every `TensorTarget` of `model` (weights the file must provide).
+
+        Args:
+            model: a `layout="torch"` TSM.
+            backbone: its `BackboneSpec` (the backbone's key paths).
+        """
         structure = ModelStructure(model)
+        path_of = backbone.torch_paths.get(self.name)
+        if path_of is None:
+            raise UnsupportedArchitectureError(
+                f"{self.name} checkpoints have no {backbone.name} layout"
+            )
         skipped = set(self.skipped_layers(model))
         targets = []
         for layer in model.layers:
@@ -172,11 +180,11 @@ class KeyScheme:
             if layer.name == HEAD_LAYER:
                 targets += layer_targets(layer, self.head)
                 continue
-            path = self.module_path(layer.name, structure)
+            path = path_of(layer.name, structure)
             if path is None:
                 raise UnsupportedArchitectureError(
                     f"{self.name} checkpoints have no place for layer {layer.name!r} "
-                    f"of a {structure.backbone} TSM"
+                    f"of a {backbone.name} TSM"
                 )
             if isinstance(layer, NonLocal):
                 targets += non_local_targets(layer, self.prefix + path)
@@ -190,87 +198,6 @@ class KeyScheme:
             return [HEAD_LAYER]
         return []
 
-    def module_path(self, name, structure):
-        backbone = structure.backbone
-        if backbone.startswith("resnet"):
-            return self.resnet_path(name, structure)
-        if backbone == "mobilenet_v2":
-            return self.mobilenet_v2_path(name, structure)
-        if backbone.startswith("mobileone"):
-            return self.mobileone_path(name, structure)
-        raise UnsupportedArchitectureError(f"no checkpoint layout for backbone {backbone!r}")
-
-    # -- ResNet -------------------------------------------------------------
-    def resnet_path(self, name, structure):
-        if name in ("stem_conv", "stem_bn"):
-            return self.resnet_stem(name)
-        match = _RESNET_BLOCK.match(name)
-        if not match:
-            return None
-        stage, index, part = int(match.group(1)), int(match.group(2)), match.group(3)
-        block = f"layer{stage}"
-        if stage == 2 and structure.temporal_pool and self.wraps_shifts:
-            block += ".net"  # TemporalPool(layer2)
-        block += f".{index}"
-        shifted = structure.shifts and structure.has(f"layer{stage}_block{index}_shift")
-        if part == "non_local":
-            return self.resnet_non_local(block)
-        if structure.has(f"layer{stage}_block{index}_non_local"):
-            block = self.resnet_wrapped_by_non_local(block)
-        if shifted and self.wraps_shifts and structure.shift_place == "block":
-            block += ".net"
-        shift_conv1 = shifted and self.wraps_shifts and structure.shift_place == "blockres"
-        return block + "." + self.resnet_part(part, shift_conv1)
-
-    def resnet_stem(self, name):
-        return {"stem_conv": "conv1", "stem_bn": "bn1"}[name]
-
-    def resnet_part(self, part, shift_conv1):
-        """torchvision module names (also mit-han-lab's base_model)."""
-        if part.startswith("downsample"):
-            return "downsample.0" if part.endswith("conv") else "downsample.1"
-        kind, number = part[:-1], part[-1]
-        path = f"{kind}{number}"
-        return path + ".net" if kind == "conv" and number == "1" and shift_conv1 else path
-
-    def resnet_non_local(self, block):
-        raise UnsupportedArchitectureError(f"{self.name} checkpoints have no Non-local layout")
-
-    def resnet_wrapped_by_non_local(self, block):
-        raise UnsupportedArchitectureError(f"{self.name} checkpoints have no Non-local layout")
-
-    # -- MobileNetV2 ---------------------------------------------------------
-    def mobilenet_v2_path(self, name, structure):
-        if name in ("stem_conv", "stem_bn"):
-            return f"features.0.{0 if name == 'stem_conv' else 1}"
-        if name in ("last_conv", "last_bn"):
-            return f"features.18.{0 if name == 'last_conv' else 1}"
-        match = re.match(r"block(\d+)_(expand|depthwise|project)_(conv|bn)$", name)
-        if not match:
-            return None
-        index, part, kind = int(match.group(1)), match.group(2), match.group(3)
-        expansion = mobilenet_v2.block_settings()[index][1]
-        parts = ("expand", "depthwise", "project") if expansion != 1 else ("depthwise", "project")
-        # mit-han-lab / online demo: flat Sequential conv, bn, relu6 per part.
-        position = 3 * parts.index(part) + (0 if kind == "conv" else 1)
-        path = f"features.{index + 1}.conv.{position}"
-        if self._mobilenet_v2_shift_wrapped(index, part, kind, structure):
-            path += ".net"
-        return path
-
-    def _mobilenet_v2_shift_wrapped(self, index, part, kind, structure):
-        shifted = structure.shifts and structure.has(f"block{index}_shift")
-        if shifted and structure.shift_place != "blockres":
-            raise UnsupportedArchitectureError(
-                f"{self.name} MobileNetV2 checkpoints only have the 'blockres' shift "
-                "(before the expansion conv)"
-            )
-        return self.wraps_shifts and shifted and part == "expand" and kind == "conv"
-
-    # -- MobileOne -------------------------------------------------------------
-    def mobileone_path(self, name, structure):
-        raise UnsupportedArchitectureError(f"{self.name} checkpoints have no MobileOne layout")
-
 
 class MMAction2Scheme(KeyScheme):
     """MMAction2 `Recognizer2D`: `backbone.*` (mmcv `ConvModule`s), `cls_head.fc_cls`."""
@@ -279,87 +206,6 @@ class MMAction2Scheme(KeyScheme):
 
     def __init__(self, prefix="backbone.", head="cls_head.fc_cls"):
         super().__init__(prefix, head)
-
-    def resnet_stem(self, name):
-        return {"stem_conv": "conv1.conv", "stem_bn": "conv1.bn"}[name]
-
-    def resnet_part(self, part, shift_conv1):
-        if part.startswith("downsample"):
-            return "downsample." + ("conv" if part.endswith("conv") else "bn")
-        kind, number = part[:-1], part[-1]
-        if kind == "bn":
-            return f"conv{number}.bn"
-        return f"conv{number}.conv" + (".net" if number == "1" and shift_conv1 else "")
-
-    def resnet_non_local(self, block):
-        return block + ".non_local_block"
-
-    def resnet_wrapped_by_non_local(self, block):
-        return block + ".block"
-
-    def mobilenet_v2_path(self, name, structure):
-        fixed = {
-            "stem_conv": "conv1.conv",
-            "stem_bn": "conv1.bn",
-            "last_conv": "conv2.conv",
-            "last_bn": "conv2.bn",
-        }
-        if name in fixed:
-            return fixed[name]
-        match = re.match(r"block(\d+)_(expand|depthwise|project)_(conv|bn)$", name)
-        if not match:
-            return None
-        index, part, kind = int(match.group(1)), match.group(2), match.group(3)
-        stage, position_in_stage = _mobilenet_v2_stage_position(index)
-        expansion = mobilenet_v2.block_settings()[index][1]
-        parts = ("expand", "depthwise", "project") if expansion != 1 else ("depthwise", "project")
-        path = f"layer{stage}.{position_in_stage}.conv.{parts.index(part)}"
-        shifted = structure.shifts and structure.has(f"block{index}_shift")
-        if shifted and structure.shift_place != "blockres":
-            raise UnsupportedArchitectureError(
-                "MMAction2 MobileNetV2 checkpoints only have the 'blockres' shift"
-            )
-        if shifted and part == "expand":  # TemporalShift wraps the whole ConvModule
-            path += ".net"
-        return f"{path}.{kind}"
-
-    def mobileone_path(self, name, structure):
-        match = re.match(
-            r"(stage0|stage(\d)_block(\d+)_(dw|pw))_"
-            r"(branch(\d+)_(conv|bn)|scale_(conv|bn)|identity_bn|se_reduce|se_expand|reparam_conv)$",
-            name,
-        )
-        if not match:
-            return None
-        block, stage, unit, kind, part = (match.group(i) for i in range(1, 6))
-        if block == "stage0":
-            path = "stage0"
-        else:
-            path = f"stage{stage}.{2 * int(unit) + (0 if kind == 'dw' else 1)}"
-        if structure.shifts:  # MobileOneTSM wraps every block, the stem included
-            path += ".net"
-        if part.startswith("branch"):
-            return f"{path}.branch_conv_list.{match.group(6)}." + (
-                "conv" if match.group(7) == "conv" else "norm"
-            )
-        return path + {
-            "scale_conv": ".branch_scale.conv",
-            "scale_bn": ".branch_scale.norm",
-            "identity_bn": ".branch_norm",
-            "se_reduce": ".se.conv1.conv",
-            "se_expand": ".se.conv2.conv",
-            "reparam_conv": ".branch_reparam",
-        }[part]
-
-
-def _mobilenet_v2_stage_position(index):
-    """`(stage 1..7, position)` of global inverted-residual block `index`."""
-    position = index
-    for stage, (_, _, repeats, _) in enumerate(mobilenet_v2.INVERTED_RESIDUAL_SETTINGS, start=1):
-        if position < repeats:
-            return stage, position
-        position -= repeats
-    raise ValueError(f"MobileNetV2 has no block {index}")
 
 
 class MitScheme(KeyScheme):
@@ -375,22 +221,15 @@ class MitOnlineScheme(KeyScheme):
     """mit-han-lab `online_demo` MobileNetV2: `features.*`, `classifier`, no wrappers."""
 
     name = "mit_online"
-    wraps_shifts = False
 
     def __init__(self, prefix="", head="classifier"):
         super().__init__(prefix, head)
 
-    def module_path(self, name, structure):
-        if structure.backbone != "mobilenet_v2":
-            raise UnsupportedArchitectureError("the mit-han-lab online checkpoint is MobileNetV2")
-        return super().module_path(name, structure)
-
 
 class TorchvisionScheme(KeyScheme):
-    """torchvision ImageNet ResNet / MobileNetV2 (no shift wrappers; head not imported)."""
+    """torchvision ImageNet backbones (no shift wrappers; head not imported)."""
 
     name = "torchvision"
-    wraps_shifts = False
 
     def __init__(self, prefix="", head=None):
         super().__init__(prefix, head)
@@ -399,25 +238,6 @@ class TorchvisionScheme(KeyScheme):
         """The classifier and Non-local blocks: new layers on an ImageNet backbone."""
         new_layers = [layer.name for layer in model.layers if isinstance(layer, NonLocal)]
         return super().skipped_layers(model) + new_layers
-
-    def resnet_wrapped_by_non_local(self, block):
-        return block  # the Non-local blocks are not in the file; blocks keep their names
-
-    def mobilenet_v2_path(self, name, structure):
-        if name in ("stem_conv", "stem_bn", "last_conv", "last_bn"):
-            return super().mobilenet_v2_path(name, structure)
-        match = re.match(r"block(\d+)_(expand|depthwise|project)_(conv|bn)$", name)
-        if not match:
-            return None
-        index, part, kind = int(match.group(1)), match.group(2), match.group(3)
-        expansion = mobilenet_v2.block_settings()[index][1]
-        # torchvision: Conv2dNormActivation(conv, bn, relu6) per part, then conv, bn.
-        parts = ("expand", "depthwise") if expansion != 1 else ("depthwise",)
-        if part in parts:
-            path = f"conv.{parts.index(part)}.{0 if kind == 'conv' else 1}"
-        else:
-            path = f"conv.{len(parts) + (0 if kind == 'conv' else 1)}"
-        return f"features.{index + 1}.{path}"
 
 
 SCHEMES = {
@@ -428,19 +248,56 @@ SCHEMES = {
 }
 
 
-def torchvision_head_keys(backbone):
-    """ImageNet classifier keys a torchvision backbone file carries (not imported)."""
-    if backbone.startswith("resnet"):
-        return ("fc.weight", "fc.bias")
-    if backbone == "mobilenet_v2":
-        return ("classifier.1.weight", "classifier.1.bias")
-    return ()
+# -- which family a file is ------------------------------------------------------
+
+
+def infer_source(keys):
+    """`(source, backbone prefix)` of a state dict's keys."""
+    keys = list(keys)
+    if any(k.startswith(("backbone.", "cls_head.")) for k in keys):
+        return "mmaction2", "backbone."
+    for key in keys:
+        if "base_model." in key:
+            return "mit", key[: key.index("base_model.") + len("base_model.")]
+    if "classifier.weight" in keys and any(k.startswith("features.") for k in keys):
+        return "mit_online", ""
+    if "fc.weight" in keys and any(k.startswith("layer1.") for k in keys):
+        return "torchvision", ""
+    if "classifier.1.weight" in keys and any(k.startswith("features.") for k in keys):
+        return "torchvision", ""
+    raise ValueError(
+        "cannot tell which checkpoint family this is (MMAction2 'backbone.'/'cls_head.', "
+        "mit-han-lab 'module.base_model.'/'module.new_fc.', mit-han-lab online 'features.'/"
+        "'classifier.', torchvision 'layer1.'/'fc.'); first keys: "
+        f"{sorted(keys)[:8]}; pass source=... explicitly"
+    )
+
+
+def classifier_path(tensors, source, prefix):
+    """Module path of the checkpoint's classifier, or None (torchvision backbones).
+
+    mit-han-lab keeps it in `new_fc` next to `base_model` (`module.new_fc` when
+    saved from DataParallel), or inside `base_model` as `fc` / `classifier`
+    when trained without dropout (their `test_models.py` renames those).
+    """
+    if source == "torchvision":
+        return None
+    if source == "mit":
+        root = prefix[: -len("base_model.")]
+        for path in (f"{root}new_fc", f"{prefix}fc", f"{prefix}classifier"):
+            if f"{path}.weight" in tensors:
+                return path
+        return f"{root}new_fc"
+    return SCHEMES[source]().head
 
 
 __all__ = [
     "SCHEMES",
     "SOURCES",
     "KeyScheme",
+    "ModelStructure",
     "TensorTarget",
     "UnsupportedArchitectureError",
+    "classifier_path",
+    "infer_source",
 ]

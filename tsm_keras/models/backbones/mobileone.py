@@ -14,7 +14,8 @@ Train-time block (`deploy=False`), summed, then SE (if any), then ReLU:
 - a 1x1 "scale" conv + BN branch when k > 1;
 - an identity BN branch when `in == out` channels and stride 1.
 Deploy block (`deploy=True`): one kxk conv with bias (the branches folded by
-`tsm_keras.models.reparameterize.reparameterize`), then SE, then ReLU.
+`fuse_block`, through `tsm_keras.models.reparameterize.reparameterize`), then
+SE, then ReLU.
 
 Only `layout="torch"` exists (symmetric zero padding on stride-2 convs, no
 bias on branch convs, BN epsilon 1e-5): MobileOne has no `keras.applications`
@@ -73,11 +74,14 @@ the others are `Conv2D`, `[O, I, k, k]` -> `[k, k, I, O]` (SE convs too).
 
 import dataclasses
 import functools
+import re
 
 import keras
+import numpy as np
 
 from tsm_keras.layers.temporal_shift import shift_fold
-from tsm_keras.models.backbones import BackboneSpec, register_backbone
+from tsm_keras.models.backbones.base import BackboneSpec
+from tsm_keras.models.backbones.folding import fold_batch_norm, identity_kernel
 from tsm_keras.models.layout import get_layout
 
 # mmpretrain `MobileOne.arch_zoo`.
@@ -276,7 +280,7 @@ def mobileone_block(x, setting, layout, momentum, deploy=False):
 def mobileone_features(
     frames, context, layout="torch", variant="s4", deploy=False, shift_segments=None
 ):
-    """MobileOne trunk on `(N*T, H, W, 3)` frames; returns the last stage's map.
+    """MobileOne trunk on `(N*T, H, W, 3)` frames.
 
     Args:
         frames: KerasTensor `(N*T, H, W, 3)`.
@@ -287,51 +291,173 @@ def mobileone_features(
         shift_segments: int or None, clip length the shifts assume (None:
             `context.num_segments`; 8 with 16 frames reproduces MMAction2's
             MobileOne-S4 1x1x16 config, see the module docstring).
+
+    Returns:
+        `(last stage's feature map, context.num_segments)`: the clips keep
+        their length, whatever the shifts assume.
     """
-    if context.use_temporal_pool or context.non_local_mode is not None:
-        raise ValueError(
-            "temporal_pool and non_local are defined for ResNet backbones only "
-            f"(as in MMAction2 and mit-han-lab); got them for mobileone_{variant}"
-        )
-    if context.shifts and context.shift_place != "block":
-        raise ValueError(
-            f"mobileone_{variant} supports shift_place='block' only (the shift in front of "
-            "each MobileOneBlock, as MMAction2's MobileOneTSM, so that reparameterization "
-            f"folds every block into one conv); got shift_place={context.shift_place!r}"
-        )
-    if layout != "torch":
-        raise ValueError(f"mobileone_{variant} exists in layout 'torch' only, got {layout!r}")
     layout = get_layout(layout, keras_bn_epsilon=1e-5, keras_conv_bias=False)
-    settings = block_settings(variant)
-    clip_segments = context.num_segments
+    shift_context = context
     # A per-frame context (one segment, e.g. the online one) has no clip
     # boundaries to reproduce: the option only concerns clips.
-    if shift_segments is not None and clip_segments > 1:
+    if shift_segments is not None and context.num_segments > 1:
         shift_segments = int(shift_segments)
-        if shift_segments < 1 or clip_segments % shift_segments:
+        if shift_segments < 1 or context.num_segments % shift_segments:
             raise ValueError(
-                f"backbone option shift_segments must divide num_segments={clip_segments}, "
-                f"got {shift_segments}"
+                f"backbone option shift_segments must divide "
+                f"num_segments={context.num_segments}, got {shift_segments}"
             )
-        context.num_segments = shift_segments
-    try:
-        x = frames
-        for setting in settings:
-            if shift_fold(x.shape[-1], context.shift_div):
-                x = context.shift(x, name=f"{setting.name}_shift")
-            x = mobileone_block(x, setting, layout, context.bn_momentum, deploy=bool(deploy))
-    finally:
-        context.num_segments = clip_segments
-    return x
+        shift_context = context.with_segments(shift_segments)
+    x = frames
+    for setting in block_settings(variant):
+        if shift_fold(x.shape[-1], context.shift_div):
+            x = shift_context.shift(x, name=f"{setting.name}_shift")
+        x = mobileone_block(x, setting, layout, context.bn_momentum, deploy=bool(deploy))
+    return x, context.num_segments
 
 
 VARIANTS = tuple(sorted(ARCHITECTURES))
 
-for _variant in VARIANTS:
-    register_backbone(
-        f"mobileone_{_variant}",
-        BackboneSpec(
-            features=functools.partial(mobileone_features, variant=_variant),
-            layouts=("torch",),
+
+# -- reparameterization ---------------------------------------------------------
+
+
+def fuse_block(layers, setting):
+    """Kernel and bias of the single conv equal to one train-time block.
+
+    Args:
+        layers: dict layer name -> layer of the train-time model.
+        setting: the block's `BlockSetting`.
+
+    Returns:
+        `(kernel, bias)` float64 arrays in the Keras layout of the block's
+        `_reparam_conv` (`Conv2D` or `DepthwiseConv2D`).
+    """
+    name, size, depthwise = setting.name, setting.kernel_size, setting.depthwise
+    kernel, bias = 0.0, 0.0
+    for index in range(setting.num_conv_branches):
+        conv_kernel = layers[f"{name}_branch{index}_conv"].get_weights()[0]
+        branch_kernel, branch_bias = fold_batch_norm(
+            conv_kernel, layers[f"{name}_branch{index}_bn"], depthwise
+        )
+        kernel, bias = kernel + branch_kernel, bias + branch_bias
+    if setting.has_scale:
+        scale_kernel = layers[f"{name}_scale_conv"].get_weights()[0]
+        branch_kernel, branch_bias = fold_batch_norm(
+            scale_kernel, layers[f"{name}_scale_bn"], depthwise
+        )
+        pad = size // 2
+        branch_kernel = np.pad(branch_kernel, [(pad, pad), (pad, pad), (0, 0), (0, 0)])
+        kernel, bias = kernel + branch_kernel, bias + branch_bias
+    if setting.has_identity:
+        branch_kernel, branch_bias = fold_batch_norm(
+            identity_kernel(setting.in_channels, size, depthwise),
+            layers[f"{name}_identity_bn"],
+            depthwise,
+        )
+        kernel, bias = kernel + branch_kernel, bias + branch_bias
+    return kernel, bias
+
+
+def fuse(layers, variant):
+    """`{block_reparam_conv: (kernel, bias)}` for every block of a train-time model."""
+    return {
+        f"{setting.name}_reparam_conv": fuse_block(layers, setting)
+        for setting in block_settings(variant)
+    }
+
+
+# -- PyTorch checkpoints ----------------------------------------------------------
+
+_LAYER = re.compile(
+    r"(stage0|stage(\d)_block(\d+)_(dw|pw))_"
+    r"(branch(\d+)_(conv|bn)|scale_(conv|bn)|identity_bn|se_reduce|se_expand|reparam_conv)$"
+)
+_PART_PATHS = {
+    "scale_conv": "branch_scale.conv",
+    "scale_bn": "branch_scale.norm",
+    "identity_bn": "branch_norm",
+    "se_reduce": "se.conv1.conv",
+    "se_expand": "se.conv2.conv",
+    "reparam_conv": "branch_reparam",
+}
+
+
+def mmaction2_path(name, structure):
+    """MMAction2 `MobileOneTSM` module path of Keras layer `name` (see the module docstring)."""
+    match = _LAYER.match(name)
+    if not match:
+        return None
+    block, stage, unit, kind, part = (match.group(i) for i in range(1, 6))
+    if block == "stage0":
+        path = "stage0"
+    else:
+        path = f"stage{stage}.{2 * int(unit) + (0 if kind == 'dw' else 1)}"
+    if structure.shifts:  # MobileOneTSM wraps every block, the stem included
+        path += ".net"
+    if part.startswith("branch"):
+        return f"{path}.branch_conv_list.{match.group(6)}." + (
+            "conv" if match.group(7) == "conv" else "norm"
+        )
+    return f"{path}.{_PART_PATHS[part]}"
+
+
+def recognizes(body, variant):
+    """Whether the keys hold MobileOne `variant`: a `stage0`, and every block's width and branches.
+
+    Each block's first conv (its `branch_reparam` in the deploy form, else
+    `branch_conv_list.0`) must have the variant's output channels, and a
+    train-time block the variant's number of conv branches.
+    """
+    if not any(key.startswith("stage0.") for key in body):
+        return False
+    for setting in block_settings(variant):
+        for path in (f"{setting.module_path}.net.", f"{setting.module_path}."):
+            reparam = body.get(path + "branch_reparam.weight")
+            branch = body.get(path + "branch_conv_list.0.conv.weight")
+            found = reparam if reparam is not None else branch
+            if found is not None:
+                break
+        else:
+            return False
+        if found.shape[0] != setting.out_channels:
+            return False
+        if reparam is None:
+            branches = sum(1 for k in range(8) if f"{path}branch_conv_list.{k}.conv.weight" in body)
+            if branches != setting.num_conv_branches:
+                return False
+    return True
+
+
+def read_structure(body):
+    """Shifted when the blocks are wrapped (`.net`); deploy form when `branch_reparam` exists."""
+    return {
+        "shift_place": "block",
+        "shifted": any(".net." in key or key.startswith("net.") for key in body),
+        "temporal_pool": False,
+        "backbone_options": {"deploy": any(".branch_reparam." in key for key in body)},
+    }
+
+
+def _spec(variant):
+    return BackboneSpec(
+        name=f"mobileone_{variant}",
+        builder=functools.partial(mobileone_features, variant=variant),
+        layouts=("torch",),
+        shift_places=("block",),
+        # MMAction2's MobileOne-S4 recipe samples 16 frames (1x1x16).
+        default_num_segments=16,
+        options=("deploy", "shift_segments"),
+        torch_paths={"mmaction2": mmaction2_path},
+        recognizes=functools.partial(recognizes, variant=variant),
+        read_structure=read_structure,
+        fuse=functools.partial(fuse, variant=variant),
+        deploy_options={"deploy": True},
+        shift_place_reason=(
+            " (the shift in front of each MobileOneBlock, as MMAction2's MobileOneTSM, so "
+            "that reparameterization folds every block into one conv)"
         ),
     )
+
+
+MOBILEONE = tuple(_spec(variant) for variant in VARIANTS)
