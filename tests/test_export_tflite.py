@@ -211,8 +211,9 @@ def test_check_compares_a_quantized_model_on_held_out_clips(online_models, onlin
     actual = np.stack([stream_litert(online_models["int8"], clip[None]).mean(axis=0) for clip in clips])
     assert result["videos"] == 3
     assert result["top1_agreement"] == pytest.approx(np.mean(expected.argmax(1) == actual.argmax(1)))
-    assert result["max_abs_error"] == pytest.approx(np.abs(actual - expected).max(), rel=1e-5)
-    assert result["mean_abs_error"] == pytest.approx(np.abs(actual - expected).mean(), rel=1e-5)
+    # The check runs Keras in a tf.function, the reference eagerly: float32 noise of ~1e-6 on the logits.
+    assert result["max_abs_error"] == pytest.approx(np.abs(actual - expected).max(), abs=1e-5)
+    assert result["mean_abs_error"] == pytest.approx(np.abs(actual - expected).mean(), abs=1e-5)
     fp32 = check.compare_on_clips(offline, "online", online_models["fp32"], clips)
     assert fp32["top1_agreement"] == 1.0 and fp32["max_relative_error"] < 1e-4
 
