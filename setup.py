@@ -16,6 +16,15 @@ setup(
     package_data={"tsm_keras": ["data/label_maps/*.txt"]},
     entry_points={
         "console_scripts": [
+            "tsm-train=tsm_keras.cli.train:main",
+            "tsm-test=tsm_keras.cli.test:main",
+            "tsm-import=tsm_keras.cli.import_torch:main",
+            "tsm-export=tsm_keras.cli.export:main",
+            "tsm-reparameterize=tsm_keras.cli.reparameterize:main",
+            "tsm-predict=tsm_keras.cli.predict:main",
+            "tsm-stream=tsm_keras.cli.stream:main",
+            "tsm-android-bench=tsm_keras.cli.android_bench:main",
+            "tsm-make-tfrecords=tsm_keras.cli.make_tfrecords:main",
             "tsm-make-videos=tsm_keras.cli.synthetic_videos:main",
         ],
     },

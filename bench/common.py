@@ -1,53 +1,21 @@
-"""Shared plumbing of the `bench/` scripts: timing, machine facts, tables, JSON.
+"""Shared plumbing of the `bench/` scripts: timing, tables, JSON (statistics and machine facts: `tsm_keras.benchmarking`).
 
 Every benchmark measures the things it compares side by side in one run
 (interleaved, so that a noisy neighbour slows both), prints a table and writes
 a JSON file under `bench/results/`.
 """
 
-import datetime
 import json
 import os
-import platform
-import statistics
 import time
 
 import numpy as np
 
+from tsm_keras import benchmarking
+from tsm_keras.benchmarking import latency_stats, machine_facts
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(REPO_ROOT, "bench", "results")
-
-
-def machine_facts():
-    """What the numbers were measured on."""
-    import tensorflow as tf
-
-    facts = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "processor": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-    }
-    try:
-        import keras
-
-        facts["keras"] = keras.__version__
-    except ImportError:
-        pass
-    return facts
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def interleaved_timings(functions, runs, warmup=2):
@@ -74,14 +42,9 @@ def interleaved_timings(functions, runs, warmup=2):
 
 
 def summarize(seconds):
-    """Median / p90 / min in milliseconds of a list of seconds."""
-    values = np.asarray(seconds) * 1000.0
-    return {
-        "median_ms": float(statistics.median(values)),
-        "p90_ms": float(np.percentile(values, 90)),
-        "min_ms": float(values.min()),
-        "runs": int(values.size),
-    }
+    """Median / p90 / min in milliseconds of a list of seconds (`latency_stats` definitions)."""
+    stats = latency_stats(np.asarray(seconds, np.float64) * 1000.0)
+    return {"median_ms": stats["median"], "p90_ms": stats["p90"], "min_ms": stats["min"], "runs": stats["count"]}
 
 
 def print_table(title, columns, rows):
@@ -99,9 +62,7 @@ def print_table(title, columns, rows):
 
 def markdown_table(columns, rows):
     """The same table as GitHub markdown (for docs/benchmarks.md)."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(value) for value in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return benchmarking.markdown_table(columns, [[_cell(value) for value in row] for row in rows])
 
 
 def _cell(value):

@@ -43,6 +43,7 @@ SECTIONS = (
     ("input_pipeline", "Input pipeline"),
     ("training_throughput", "Training throughput and peak memory"),
     ("inference_efficiency", "Offline inference efficiency"),
+    ("cli_startup", "Command start-up (--help)"),
 )
 SHIFT_OVERHEAD_GOAL = 0.03
 ONLINE_INT8_GOAL = 1.10
@@ -135,10 +136,23 @@ def input_pipeline_goals(payload):
     return [Goal(name, target, f"{speedup:.2f}x", round(speedup, 2) >= INPUT_PIPELINE_GOAL)]
 
 
+def cli_startup_goals(payload):
+    """Every `tsm-*` command answers `--help` in under `goal_s` (median wall time)."""
+    name = "tsm-* --help wall time (median), slowest command"
+    results = {key: value for key, value in ((payload or {}).get("results") or {}).items() if key.startswith("tsm-")}
+    if not results:
+        return [Goal(name, "< 1 s", "-", None)]
+    goal = payload.get("goal_s", 1.0)
+    slowest, stats = max(results.items(), key=lambda item: item[1]["median_ms"])
+    return [Goal(f"{name} ({slowest})", f"< {goal:g} s", f"{stats['median_ms'] / 1000:.2f} s",
+                 stats["median_ms"] < goal * 1000.0)]
+
+
 GOALS = {
     "shift_overhead": shift_overhead_goals,
     "online_latency": online_latency_goals,
     "input_pipeline": input_pipeline_goals,
+    "cli_startup": cli_startup_goals,
 }
 
 
@@ -172,7 +186,7 @@ def load_android_records(results_dir):
     directory = os.path.join(results_dir, ANDROID_HOST_DIR)
     if not os.path.isdir(directory) or not any(name.endswith(".json") for name in os.listdir(directory)):
         return [], None
-    from android_bench.report import load_records
+    from tsm_keras.android_bench.report import load_records
 
     command_path = os.path.join(directory, ANDROID_COMMAND_FILE)
     command = None
@@ -349,7 +363,7 @@ def render(results, android_records=(), android_command=None, loads=None):
             lines.append(f"- {note}")
         lines.append("")
     if android_records:
-        from android_bench.report import markdown_table as android_table
+        from tsm_keras.android_bench.report import markdown_table as android_table
 
         lines += ["## LiteRT on this machine (android_bench --host)", "",
                   "The on-device tool's host mode, same protocol and record schema as a phone run.", "",

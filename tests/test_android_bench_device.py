@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from android_bench import run
+from tsm_keras.cli import android_bench as run
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "benchmark_model"
 SERIAL = "R5CW20ABCDE"
@@ -272,7 +272,7 @@ def test_device_selection_failures_are_one_line(adb, tmp_path, capsys, case, lis
     status = run.main(["--models", str(model), *extra, "--out", str(tmp_path / "out")])
     assert status == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert len(lines) == 1 and lines[0].startswith("tsm-android-bench: error: ")
     for text in expected:
         assert text in lines[0]
     assert adb.calls() == [["devices"]]  # nothing touched the device

@@ -9,7 +9,7 @@ import pathlib
 
 import pytest
 
-from android_bench.parse import (
+from tsm_keras.android_bench.parse import (
     BenchmarkOutputError,
     failure_advice,
     failure_reason,

@@ -11,6 +11,7 @@ can check that each comes out exactly once and in list order.
 import fractions
 import logging
 import os
+import re
 
 import av
 import numpy as np
@@ -312,7 +313,7 @@ def test_training_on_a_list_with_nothing_decodable_stops_after_one_pass(tmp_path
 
 
 def test_make_tfrecords_never_leaves_shards_without_their_index(real_clips, tmp_path, capsys):
-    from tsm_keras.data.make_tfrecords import main as make_tfrecords
+    from tsm_keras.cli.make_tfrecords import main as make_tfrecords
     from tsm_keras.data.tfrecords import read_index
 
     root, clips = real_clips
@@ -332,7 +333,7 @@ def test_make_tfrecords_never_leaves_shards_without_their_index(real_clips, tmp_
                            "--on-error", "raise"])
     error = capsys.readouterr().err.strip().split("\n")[-1]
     assert code == 1
-    assert error.startswith("error: ") and "no_decoder.mp4: not a video" in error and "no decoder" in error
+    assert error.startswith("tsm-make-tfrecords: error: ") and "no_decoder.mp4: not a video" in error and "no decoder" in error
     assert sorted(os.listdir(out)) == before and read_index(out)["num_examples"] == 1
 
     # Skip mode counts it and replaces the earlier shards, stale ones included.
@@ -342,13 +343,15 @@ def test_make_tfrecords_never_leaves_shards_without_their_index(real_clips, tmp_
     assert index["num_examples"] == 2 and index["skipped"] == {"not_video": 1}
 
 
-def test_predict_names_a_directory_and_a_broken_video_in_one_line(real_clips, tmp_path):
+def test_predict_names_a_directory_and_a_broken_video_in_one_line(real_clips, tmp_path, capsys):
     from tsm_keras import predict
+    from tsm_keras.cli import predict as predict_cli
 
     (tmp_path / "model.keras").write_bytes(b"checked after the inputs")
     (tmp_path / "videos").mkdir()
-    with pytest.raises(SystemExit, match=r"^error: .*videos: a directory, expected a video file$"):
-        predict.main([str(tmp_path / "model.keras"), str(tmp_path / "videos")])
+    assert predict_cli.main([str(tmp_path / "model.keras"), str(tmp_path / "videos")]) == 2
+    assert re.fullmatch(r"tsm-predict: error: .*videos: a directory, expected a video file\n",
+                        capsys.readouterr().err)
     _, clips = real_clips
     (tmp_path / "cut.webm").write_bytes(open(clips["vp9.webm"], "rb").read()[:20000])
     config = predict.view_config(None, (64, 64), 4)

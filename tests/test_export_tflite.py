@@ -16,6 +16,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from test_export_online import per_frame_logits, relative_error, run_online
 from tsm_keras import build_tsm
 from tsm_keras.export import build_online, calibration, flatbuffer, metadata, tflite
+from tsm_keras.export.exporter import export_tflite
 from tsm_keras.export.runtime import LiteRTModel
 
 SIZE = 64
@@ -188,6 +189,35 @@ def test_int8_stream_follows_the_float_model(online_models, online):
         assert np.abs(actual - expected).max() <= 0.1 * np.abs(expected).max()
 
 
+def test_runner_step_matches_hand_written_frame_loops(online_models, online, clip):
+    """`step` / `stream_frames` (LiteRT and Keras runners) against the explicit loops above."""
+    from tsm_keras.export.runtime import KerasOnlineRunner, clip_logits
+
+    litert = LiteRTModel(Interpreter(model_content=online_models["int8"]))
+    np.testing.assert_array_equal(clip_logits(litert, clip[0]), stream_litert(online_models["int8"], clip))
+    assert litert.last_invoke_ms > 0
+    np.testing.assert_allclose(clip_logits(KerasOnlineRunner(online), clip[0]), run_online(online, clip),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_check_compares_a_quantized_model_on_held_out_clips(online_models, online, offline):
+    from tsm_keras.export import check
+
+    clips = list(check.held_out_clips(offline, None, max_videos=3))
+    assert len(clips) == 3 and clips[0].shape == (SEGMENTS, SIZE, SIZE, 3)
+    result = check.compare_on_clips(offline, "online", online_models["int8"], clips)
+    # Independent expectation: the explicit frame loops, per-frame logits averaged over each clip.
+    expected = np.stack([run_online(online, clip[None]).mean(axis=0) for clip in clips])
+    actual = np.stack([stream_litert(online_models["int8"], clip[None]).mean(axis=0) for clip in clips])
+    assert result["videos"] == 3
+    assert result["top1_agreement"] == pytest.approx(np.mean(expected.argmax(1) == actual.argmax(1)))
+    # The check runs Keras in a tf.function, the reference eagerly: float32 noise of ~1e-6 on the logits.
+    assert result["max_abs_error"] == pytest.approx(np.abs(actual - expected).max(), abs=1e-5)
+    assert result["mean_abs_error"] == pytest.approx(np.abs(actual - expected).mean(), abs=1e-5)
+    fp32 = check.compare_on_clips(offline, "online", online_models["fp32"], clips)
+    assert fp32["top1_agreement"] == 1.0 and fp32["max_relative_error"] < 1e-4
+
+
 def test_float_islands_are_detected():
     """A graph op without an int8 kernel is wrapped in DEQUANTIZE/QUANTIZE: reported, and refused."""
     image = keras.Input(batch_shape=(1, 8, 8, 3), name="image")
@@ -261,13 +291,16 @@ def test_cli_int8_float_io_from_a_directory_of_videos(tmp_path, offline, capsys)
     with open(labels, "w", encoding="utf-8") as handle:
         handle.write("".join(f"action {index}\n" for index in range(CLASSES)))
     out = str(tmp_path / "tsm_online_int8.tflite")
-    content = load_cli().main([model_path, "--mode", "online", "--quant", "int8", "--io", "float",
-                               "--calib", os.path.join(videos["data_root"], "val"), "--labels", labels,
-                               "--out", out])
+    status = load_cli().main([model_path, "--mode", "online", "--quant", "int8", "--io", "float",
+                              "--calib", os.path.join(videos["data_root"], "val"), "--labels", labels,
+                              "--check", "--check-videos", "2", "--out", out])
     printed = capsys.readouterr().out
+    assert status == 0
     assert "calibrated on 16 samples" in printed  # 4 videos x 4 segment frames, one sample per frame
+    # A quantized model is checked on real held-out clips, not on one random input.
+    assert "check on 2 held-out clips (the built-in dataset's test split): top-1 agreement " in printed
     with open(out, "rb") as handle:
-        assert handle.read() == content
+        content = handle.read()
     # Float I/O: float <-> int8 conversions only at the graph boundary.
     ops = collections.Counter(flatbuffer.list_ops(content))
     assert ops["QUANTIZE"] == 11 and ops["DEQUANTIZE"] == 11  # image + 10 states in; logits + 10 out
@@ -296,30 +329,32 @@ def test_cli_int8_float_io_from_a_directory_of_videos(tmp_path, offline, capsys)
         metadata.load_metadata(out)
 
 
-def test_cli_refuses_bidirectional_online_export(tmp_path):
+def test_cli_refuses_bidirectional_online_export(tmp_path, capsys):
     model_path = str(tmp_path / "bidirectional.keras")
     build_tsm("mobilenet_v2", num_classes=CLASSES, num_segments=SEGMENTS, input_shape=(SIZE, SIZE, 3)).save(model_path)
-    with pytest.raises(SystemExit, match="expect the future"):
-        load_cli().main([model_path, "--mode", "online", "--out", str(tmp_path / "x.tflite")])
-    with pytest.raises(SystemExit, match="--io int8 needs --quant int8"):
-        load_cli().main([model_path, "--mode", "offline", "--io", "int8", "--out", str(tmp_path / "x.tflite")])
+    assert load_cli().main([model_path, "--mode", "online", "--out", str(tmp_path / "x.tflite")]) == 1
+    error = capsys.readouterr().err
+    assert "expect the future" in error and error.startswith("tsm-export: error: ") and error.count("\n") == 1
+    assert load_cli().main([model_path, "--mode", "offline", "--io", "int8", "--out", str(tmp_path / "x.tflite")]) == 2
+    assert "--io int8 needs --quant int8" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "x.tflite")
+    with pytest.raises(ValueError, match="io='int8' needs quant='int8'"):
+        export_tflite(keras.saving.load_model(model_path), str(tmp_path / "x.tflite"), mode="offline", io="int8")
 
 
-def test_cli_refuses_a_model_safe_mode_refuses_in_one_line(tmp_path):
+def test_cli_refuses_a_model_safe_mode_refuses_in_one_line(tmp_path, capsys):
     inputs = keras.Input((SIZE, SIZE, 3))
     model_path = str(tmp_path / "lambda.keras")
     keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(model_path)
-    with pytest.raises(SystemExit) as raised:
-        load_cli().main([model_path, "--mode", "offline", "--out", str(tmp_path / "x.tflite")])
-    message = str(raised.value.code)
-    assert message.startswith(f"{model_path}: cannot be loaded as a Keras model: it holds Python code")
-    assert "\n" not in message
+    assert load_cli().main([model_path, "--mode", "offline", "--out", str(tmp_path / "x.tflite")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"tsm-export: error: {model_path}: cannot be loaded as a Keras model: it holds Python code")
+    assert error.count("\n") == 1
     garbage = str(tmp_path / "garbage.keras")
     with open(garbage, "wb") as handle:
         handle.write(b"not a zip archive")
-    with pytest.raises(SystemExit, match=r"garbage\.keras: cannot be loaded as a Keras model: ValueError"):
-        load_cli().main([garbage, "--mode", "offline", "--out", str(tmp_path / "x.tflite")])
+    assert load_cli().main([garbage, "--mode", "offline", "--out", str(tmp_path / "x.tflite")]) == 2
+    assert "garbage.keras: cannot be loaded as a Keras model: ValueError" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "x.tflite")
 
 

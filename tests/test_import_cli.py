@@ -60,11 +60,19 @@ def test_cli_reports_a_mismatch_and_writes_nothing(checkpoint, tmp_path, capsys)
     assert not out.exists()
 
 
-def test_cli_rejects_bad_arguments(checkpoint, tmp_path):
-    with pytest.raises(SystemExit):
-        load_script().main([str(checkpoint), "--out", str(tmp_path / "model.h5")])
-    with pytest.raises(SystemExit):
-        load_script().main([str(checkpoint), "--out", str(tmp_path / "m.keras"), "--input-size", "big"])
+def test_cli_rejects_bad_arguments(checkpoint, tmp_path, capsys):
+    assert load_script().main([str(checkpoint), "--out", str(tmp_path / "model.h5")]) == 2
+    assert capsys.readouterr().err == "tsm-import: error: --out must end with .keras, got '%s'\n" % (tmp_path / "model.h5")
+    assert load_script().main([str(checkpoint), "--out", str(tmp_path / "m.keras"), "--input-size", "big"]) == 2
+    assert "--input-size must be S or HxW" in capsys.readouterr().err
+    assert not (tmp_path / "m.keras").exists()
+
+
+def test_cli_source_choices_are_the_importers():
+    from tsm_keras.cli.import_torch import SOURCES
+    from tsm_keras.weights import SOURCES as IMPORTER_SOURCES
+
+    assert set(SOURCES) == {"auto"} | (set(IMPORTER_SOURCES) - {"torchvision"})
 
 
 def test_cli_imports_a_preset_from_the_cache_or_a_copy_by_hand(tmp_path, monkeypatch, capsys):
@@ -102,5 +110,5 @@ def test_cli_imports_a_preset_from_the_cache_or_a_copy_by_hand(tmp_path, monkeyp
                                "--input-size", "48"]) == 1
     error = capsys.readouterr().err
     assert "cannot download file://" in error and "offline.pth" in error and "--checkpoint PATH" in error
-    with pytest.raises(SystemExit):
-        load_script().main(["--preset", name, "--out", str(out), "--num-segments", "16"])
+    assert load_script().main(["--preset", name, "--out", str(out), "--num-segments", "16"]) == 2
+    assert capsys.readouterr().err == "tsm-import: error: --preset fixes the architecture; drop --num-segments\n"

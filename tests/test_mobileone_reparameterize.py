@@ -184,8 +184,11 @@ def test_reparameterize_refuses_other_models(s4_pair):
 
 
 def run_script(*arguments, monkeypatch):
+    """Runs `python convert/reparameterize.py ARGS`; returns its exit status."""
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), *map(str, arguments)])
-    return runpy.run_path(str(SCRIPT), run_name="__main__")
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    return exited.value.code
 
 
 def test_keras_round_trip_and_cli(s4_pair, clips, tmp_path, monkeypatch, capsys):
@@ -195,7 +198,7 @@ def test_keras_round_trip_and_cli(s4_pair, clips, tmp_path, monkeypatch, capsys)
     loaded_train = keras.saving.load_model(source, compile=False)
     np.testing.assert_array_equal(logits(loaded_train, clips), logits(train, clips))
 
-    run_script(source, target, "--check", monkeypatch=monkeypatch)
+    assert run_script(source, target, "--check", monkeypatch=monkeypatch) == 0
     printed = capsys.readouterr().out
     assert "max |train - deploy| / max |train|" in printed
 
@@ -211,19 +214,20 @@ def test_keras_round_trip_and_cli(s4_pair, clips, tmp_path, monkeypatch, capsys)
     assert relative_difference(logits(train, clips), logits(loaded_deploy, clips)) <= PARITY
 
 
-def test_cli_refuses_bad_files(tmp_path, monkeypatch):
-    with pytest.raises(SystemExit, match="expected an existing .keras"):
-        run_script(tmp_path / "missing.keras", tmp_path / "out.keras", monkeypatch=monkeypatch)
+def test_cli_refuses_bad_files(tmp_path, monkeypatch, capsys):
+    assert run_script(tmp_path / "missing.keras", tmp_path / "out.keras", monkeypatch=monkeypatch) == 2
+    assert "expected an existing .keras" in capsys.readouterr().err
     source = tmp_path / "mobilenet.keras"
     build_tsm("mobilenet_v2", 5, num_segments=2, input_shape=(32, 32, 3)).save(source)
-    with pytest.raises(SystemExit, match="must be a .keras"):
-        run_script(source, tmp_path / "out.h5", monkeypatch=monkeypatch)
-    with pytest.raises(SystemExit, match="MobileOne"):
-        run_script(source, tmp_path / "out.keras", monkeypatch=monkeypatch)
+    assert run_script(source, tmp_path / "out.h5", monkeypatch=monkeypatch) == 2
+    assert "must be a .keras" in capsys.readouterr().err
+    assert run_script(source, tmp_path / "out.keras", monkeypatch=monkeypatch) == 1  # fails, not a usage error
+    error = capsys.readouterr().err
+    assert "MobileOne" in error and error.count("\n") == 1 and "Traceback" not in error
     garbage = tmp_path / "garbage.keras"
     garbage.write_bytes(b"not a zip archive")
-    with pytest.raises(SystemExit, match=r"garbage\.keras: cannot be loaded as a Keras model: ValueError"):
-        run_script(garbage, tmp_path / "out.keras", monkeypatch=monkeypatch)
+    assert run_script(garbage, tmp_path / "out.keras", monkeypatch=monkeypatch) == 2
+    assert "garbage.keras: cannot be loaded as a Keras model: ValueError" in capsys.readouterr().err
     assert not (tmp_path / "out.keras").exists()
 
 

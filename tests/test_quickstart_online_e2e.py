@@ -28,12 +28,18 @@ CONFIG = ROOT / "configs" / "quickstart_online.yaml"
 FRAME_STEP = 3
 
 
-def run(*command, cwd):
-    """Runs a documented command line; returns its stdout, failing the test with its stderr."""
-    environment = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    completed = subprocess.run([sys.executable, *map(str, command)], cwd=cwd, env=environment,
+def run(command, *arguments, cwd):
+    """Runs an installed `tsm-*` command as the README writes it; returns its stdout.
+
+    The console scripts are installed next to the interpreter (`pip install -e .`), which is
+    where they are looked up, so the test does not depend on PATH.
+    """
+    executable = pathlib.Path(sys.executable).parent / command
+    assert executable.is_file(), f"{command} is not installed beside {sys.executable} (pip install -e .)"
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    completed = subprocess.run([str(executable), *map(str, arguments)], cwd=cwd, env=environment,
                                capture_output=True, text=True)
-    assert completed.returncode == 0, f"{' '.join(map(str, command))}\n{completed.stderr[-3000:]}"
+    assert completed.returncode == 0, f"{command} {' '.join(map(str, arguments))}\n{completed.stderr[-3000:]}"
     return completed.stdout
 
 
@@ -58,14 +64,15 @@ def online_top1(tflite_path, data_config, split="test"):
 def walkthrough(tmp_path_factory):
     home = tmp_path_factory.mktemp("walkthrough")
     work_dir, model = home / "work_dirs" / "quickstart_online", home / "tsm_online_int8.tflite"
-    outputs = {"train": run(ROOT / "train" / "fit.py", "--config", CONFIG, "--work-dir", work_dir, cwd=home)}
-    outputs["export"] = run(ROOT / "convert" / "to_tflite.py", work_dir / "model.keras", "--mode", "online",
-                            "--quant", "int8", "--data-config", CONFIG, "--out", model, cwd=home)
-    run("-m", "tsm_keras.cli.synthetic_videos", home / "videos", "--config", CONFIG, "--splits", "test", cwd=home)
+    # The README's four commands ("From training to the phone"), from a fresh directory.
+    outputs = {"train": run("tsm-train", "--config", CONFIG, cwd=home)}
+    outputs["export"] = run("tsm-export", work_dir / "model.keras", "--mode", "online", "--quant", "int8",
+                            "--data-config", CONFIG, "--check", "--out", model.name, cwd=home)
+    run("tsm-make-videos", "videos", "--config", CONFIG, "--splits", "test", cwd=home)
     video = home / "videos" / (home / "videos" / "test_list.txt").read_text().split()[0]
-    outputs["stream"] = run("-m", "tsm_keras.stream", model, video, "--frame-step", FRAME_STEP, cwd=home)
-    outputs["bench"] = run(ROOT / "android_bench" / "run.py", "--host", "--models", model, "--threads", 1,
-                           "--runs", 20, "--warmup", 2, "--out", home / "bench", cwd=home)
+    outputs["stream"] = run("tsm-stream", model.name, video, "--frame-step", FRAME_STEP, cwd=home)
+    outputs["bench"] = run("tsm-android-bench", "--host", "--models", model.name, "--threads", 1,
+                           "--runs", 20, "--warmup", 2, "--out", "bench_host", cwd=home)
     return home, work_dir, model, outputs
 
 
@@ -76,7 +83,7 @@ def test_each_command_leaves_what_the_next_one_reads(walkthrough):
     frames = [line for line in outputs["stream"].splitlines() if line.startswith("frame ")]
     assert len(frames) == 24 // FRAME_STEP and all(line.rstrip().endswith(" ms") for line in frames)
     assert "final prediction:" in outputs["stream"]
-    table = (home / "bench" / "results.md").read_text()
+    table = (home / "bench_host" / "results.md").read_text()
     assert model.name in table
 
 

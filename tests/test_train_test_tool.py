@@ -1,5 +1,6 @@
 """`train/test.py` on a trained checkpoint: metrics, reports and dumps, consistent with `fit`."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -9,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from tsm_keras.training.config import load_config
+from tsm_keras.training.config import Config, load_config
 from tsm_keras.training.testing import load_test_model
 from tsm_keras.training.trainer import Trainer, build_model
 
@@ -96,6 +97,45 @@ def test_test_tool_reads_training_checkpoints_and_work_dirs(trained, tmp_path):
         metrics = json.loads((out_dir / "metrics.json").read_text())
         assert metrics["top1"] == pytest.approx(result.test_metrics["top1"])
     assert script.main(["--config", str(config_path), "--checkpoint", str(tmp_path / "nope.weights.h5")]) == 2
+
+
+def test_test_tool_on_another_split_says_so_and_keeps_the_run_report(trained, capsys):
+    config_path, work_dir, _ = trained
+    run_report = (work_dir / "test" / "metrics.json").read_text()
+    assert load_script("test").main(["--config", str(config_path), "--checkpoint", str(work_dir),
+                                     "--split", "val"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("Test on val = built-in synthetic dataset (8 videos")  # 4 classes x 2 val videos
+    metrics = json.loads((work_dir / "test_val" / "metrics.json").read_text())
+    assert metrics["split"] == "val" and metrics["num_videos"] == 8
+    assert (work_dir / "test" / "metrics.json").read_text() == run_report
+
+
+def test_report_folder_names_what_is_tested(tiny_config):
+    from tsm_keras.cli.test import report_name
+
+    trained = Config.from_dict(tiny_config(data={"source": "video", "train_list": "lists/train.txt",
+                                                 "test_list": "lists/test.txt"}))
+    assert report_name(trained, trained, "test") == "test"
+    assert report_name(trained, trained, "val") == "test_val"  # no val list: the split names it
+    other = dataclasses.replace(trained, data=trained.data.replace(test_list="lists/hard_cases.txt"))
+    assert report_name(trained, other, "test") == "test_hard_cases"
+
+
+def test_quiet_training_keeps_summary_epochs_validation_and_test(tmp_path, capsys, tiny_config_file):
+    """`--quiet` drops only the progress bars; off a terminal the epochs are plain lines."""
+    from tsm_keras.cli.train import main
+
+    config_path = tiny_config_file(tmp_path / "config.yaml", **{**CHANGES, "checkpoint": {"save_best": False}})
+    assert main(["--config", str(config_path), "--work-dir", str(tmp_path / "work"), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "\r" not in printed and "\x1b" not in printed
+    lines = printed.splitlines()
+    assert lines[0].startswith("TSM mobilenet_v2: ")
+    assert [line.split(":")[0] for line in lines if line.startswith("Epoch ")] == ["Epoch 1/2", "Epoch 2/2"]
+    assert sum(line.startswith("  val: top1 ") for line in lines) == 2  # val_interval 1
+    assert any(line.startswith("Test on test = built-in synthetic dataset (12 videos") for line in lines)
+    assert lines[-1] == f"Work dir: {tmp_path / 'work'}"
 
 
 @pytest.mark.parametrize("model_name, weights_name", [("model.keras", "final.weights.h5"),

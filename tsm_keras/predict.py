@@ -1,14 +1,12 @@
 """Top-5 classes of a video with a trained TSM (`.keras`) or an exported model (`.tflite`).
 
-Usage:
-
-    python -m tsm_keras.predict MODEL.keras|MODEL.tflite VIDEO \\
-        [--data-config CONFIG.yaml] [--labels FILE_OR_NAME] [--top 5] [--threads 2]
+`predict(model_path, video, ...)` is what `tsm-predict` runs (command line
+in `tsm_keras/cli/predict.py`; `python -m tsm_keras.predict` is the same).
 
 Frames are read and transformed by the project's data pipeline
 (`tsm_keras.data`): test sampling of `num_segments` segment centres, short
 side resize, crops, normalisation. The protocol is the data config's
-(`--data-config`: temporal clips x crops, e.g. ThreeCrop) or, without one, a
+(`data_config`: temporal clips x crops, e.g. ThreeCrop) or, without one, a
 single centre view. Scores are softmax probabilities averaged over the views
 (MMAction2's convention).
 
@@ -18,13 +16,7 @@ and num_segments come from its `FILE.tflite.json` sidecar. An online
 per-frame logits are averaged, which is what the offline model computes.
 """
 
-import argparse
-import os
-import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def softmax(logits):
@@ -113,16 +105,9 @@ class LiteRTPredictor:
     def __call__(self, views):
         if self.metadata.mode == "offline":
             return np.concatenate([self.model({"clip": view[None]})["logits"] for view in views])
-        logits = []
-        for view in views:
-            states = self.model.zero_states(self.metadata.state_names)
-            frame_logits = []
-            for frame in view:
-                outputs = self.model.run({"image": self.model.quantize("image", frame[None]), **states})
-                states = {name: outputs[name] for name in self.metadata.state_names}
-                frame_logits.append(self.model.dequantize("logits", outputs["logits"]))
-            logits.append(np.mean(frame_logits, axis=0))
-        return np.concatenate(logits)
+        from tsm_keras.export.runtime import clip_logits
+
+        return np.stack([clip_logits(self.model, view).mean(axis=0) for view in views])
 
 
 def load_predictor(path, num_threads=None):
@@ -147,37 +132,7 @@ def predict(model_path, video, data_config=None, labels=None, top=5, num_threads
     return [(names[index], float(probabilities[index])) for index in order], len(views)
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help="a TSM .keras file or an exported .tflite (with its .json sidecar)")
-    parser.add_argument("video", help="video file")
-    parser.add_argument("--data-config", help="YAML with the data section: test protocol, mean/std, labels")
-    parser.add_argument("--labels", help="label map file or kinetics400 / sthv2 (default: metadata / config)")
-    parser.add_argument("--top", type=int, default=5, help="classes to print (default 5)")
-    parser.add_argument("--threads", type=int, default=None, help="LiteRT CPU threads")
-    return parser.parse_args(argv)
+if __name__ == "__main__":  # `python -m tsm_keras.predict` is `tsm-predict`
+    from tsm_keras.cli.predict import main
 
-
-def main(argv=None):
-    args = parse_args(argv)
-    from tsm_keras.data import DataError
-    from tsm_keras.export.exporter import load_data_config
-
-    for path, what in ((args.model, "a model file"), (args.video, "a video file")):
-        if os.path.isdir(path):
-            raise SystemExit(f"error: {path}: a directory, expected {what}")
-        if not os.path.isfile(path):
-            raise SystemExit(f"error: {path}: no such file")
-    try:
-        data_config = load_data_config(args.data_config) if args.data_config else None
-        ranking, num_views = predict(args.model, args.video, data_config, args.labels, args.top, args.threads)
-    except (ValueError, FileNotFoundError, DataError) as error:
-        raise SystemExit(f"error: {error}") from None
-    print(f"{args.video} ({num_views} view{'s' if num_views > 1 else ''}, {os.path.basename(args.model)}):")
-    for rank, (name, probability) in enumerate(ranking, start=1):
-        print(f"  {rank}. {name:<32s} {probability:.4f}")
-    return ranking
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    raise SystemExit(main())

@@ -1,9 +1,7 @@
 """Streams videos frame by frame through an online TSM exported to LiteRT.
 
-Usage:
-
-    python -m tsm_keras.stream MODEL_online.tflite VIDEO [VIDEO ...] \\
-        [--history 12] [--frame-step 1] [--threads 2] [--every 1] [--quiet]
+`OnlineStream` is what `tsm-stream` runs (command line in
+`tsm_keras/cli/stream.py`; `python -m tsm_keras.stream` is the same).
 
 Every frame is decoded with PyAV, its short side resized (FFmpeg swscale,
 bilinear, as the data pipeline's video source does) to the model's
@@ -11,7 +9,7 @@ bilinear, as the data pipeline's video source does) to the model's
 model's mean / std, quantized if the model takes int8, and run through the
 online model with the states of the previous frame (zero at the start of
 every video). As in the authors' demo, the prediction of a frame is the
-argmax of the sum of the last `--history` logit vectors. `--frame-step N` feeds
+argmax of the sum of the last `history` logit vectors. `frame_step=N` (`tsm-stream --frame-step N`) feeds
 every N-th frame: the shift carries features from the previous *fed* frame, so
 the spacing should match the frames of a training clip (the quickstarts sample
 8 segments of 24-frame videos: step 3; on the 200 held-out videos the online
@@ -23,13 +21,10 @@ runner needs (labels, preprocessing, state names) comes from the model's
 `FILE.tflite.json` sidecar.
 """
 
-import argparse
 import collections
 import dataclasses
 import itertools
 import os
-import sys
-import time
 
 import numpy as np
 
@@ -104,7 +99,7 @@ class OnlineStream:
         self.metadata = load_metadata(model_path)
         if self.metadata.mode != "online":
             raise ValueError(
-                f"{model_path}: a {self.metadata.mode} model; streaming needs one exported with --mode online"
+                f"{model_path}: a {self.metadata.mode} model; streaming needs one exported with mode='online'"
             )
         self.model = LiteRTModel(model_path, num_threads=num_threads)
         self.labels = list(self.metadata.labels)
@@ -119,17 +114,11 @@ class OnlineStream:
 
     def step(self, frame):
         """Feeds one normalised frame `(H, W, 3)`; returns a `FrameResult`."""
-        image = self.model.quantize("image", frame[None])
-        start = time.perf_counter()
-        outputs = self.model.run({"image": image, **self.states})
-        latency = (time.perf_counter() - start) * 1000.0
-        # States go back in as they came out (int8 models share one quantization).
-        self.states = {name: outputs[name] for name in self.metadata.state_names}
-        logits = self.model.dequantize("logits", outputs["logits"])[0]
+        logits, self.states = self.model.step(frame, self.states)
         self.recent.append(logits)
         summed = np.sum(self.recent, axis=0)
         label = int(np.argmax(summed))
-        result = FrameResult(self.frame_index, label, float(summed[label]), latency, logits)
+        result = FrameResult(self.frame_index, label, float(summed[label]), self.model.last_invoke_ms, logits)
         self.frame_index += 1
         return result
 
@@ -145,80 +134,7 @@ class OnlineStream:
             yield self.step(preprocess(rgb, metadata.input_size, metadata.mean, metadata.std))
 
 
-def latency_summary(latencies_ms):
-    values = np.asarray(latencies_ms, np.float64)
-    return {
-        "frames": int(values.size),
-        "median_ms": float(np.median(values)),
-        "p90_ms": float(np.percentile(values, 90)),
-        "mean_ms": float(values.mean()),
-    }
+if __name__ == "__main__":  # `python -m tsm_keras.stream` is `tsm-stream`
+    from tsm_keras.cli.stream import main
 
-
-def _format_summary(title, summary):
-    return (f"{title}: {summary['frames']} frames, latency median {summary['median_ms']:.2f} ms, "
-            f"p90 {summary['p90_ms']:.2f} ms, mean {summary['mean_ms']:.2f} ms")
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", help="online .tflite exported by convert/to_tflite.py --mode online")
-    parser.add_argument("videos", nargs="+", help="video files (states reset between videos)")
-    parser.add_argument("--history", type=int, default=12, help="logit vectors summed per prediction (12)")
-    parser.add_argument("--frame-step", type=int, default=1, metavar="N",
-                        help="feed every N-th frame, to match the frame spacing of the training clips (default 1)")
-    parser.add_argument("--threads", type=int, default=None, help="LiteRT CPU threads")
-    parser.add_argument("--every", type=int, default=1, help="print every N-th frame (default every frame)")
-    parser.add_argument("--quiet", action="store_true", help="only the per-video and final summaries")
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from tsm_keras.data import DataError
-
-    if not os.path.isfile(args.model):
-        raise SystemExit(f"{args.model}: no such file")
-    if args.every < 1:
-        raise SystemExit(f"--every must be >= 1, got {args.every}")
-    if args.frame_step < 1:
-        raise SystemExit(f"--frame-step must be >= 1, got {args.frame_step}")
-    try:
-        stream = OnlineStream(args.model, history=args.history, num_threads=args.threads)
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(f"error: {error}") from None
-    all_latencies, failed, predictions = [], [], {}
-    for video in args.videos:
-        print(f"== {video}")
-        latencies, last = [], None
-        try:
-            for result in stream.run_video(video, frame_step=args.frame_step):
-                latencies.append(result.latency_ms)
-                last = result
-                if not args.quiet and result.index % args.every == 0:
-                    print(f"frame {result.index:5d}  {stream.labels[result.label]:<32s} "
-                          f"score {result.score:8.3f}  {result.latency_ms:7.2f} ms")
-        except DataError as error:
-            print(f"skipped: {error}")
-            failed.append(video)
-            continue
-        if last is None:
-            print("skipped: no frames")
-            failed.append(video)
-            continue
-        predictions[video] = stream.labels[last.label]
-        all_latencies += latencies
-        print(f"final prediction: {stream.labels[last.label]}")
-        print(_format_summary("latency", latency_summary(latencies)))
-    if all_latencies:
-        print(_format_summary(f"all {len(predictions)} video(s)", latency_summary(all_latencies)))
-    if failed:
-        print(f"{len(failed)} video(s) could not be read: {', '.join(failed)}")
-    if not predictions:
-        raise SystemExit("no video could be streamed")
-    return predictions
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+    raise SystemExit(main())

@@ -7,52 +7,45 @@ The videos are the ones `source: synthetic` renders in memory (the same
 written as `OUT_DIR/{split}/{class}_{index:05d}.mp4` with
 `OUT_DIR/{split}_list.txt` (`split/name.mp4 label` lines) and
 `OUT_DIR/label_map.txt`, so the tools that read real files (training on a
-video list, `tsm_keras.predict`, the stream runner) have something to read.
+video list, `tsm-predict`, `tsm-stream`) have something to read.
 It prints the `--set` overrides that train a config on the written files.
 """
 
-import argparse
-import os
-import sys
+from tsm_keras.cli import common
 
 SPLITS = ("train", "val", "test")
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="tsm-make-videos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def build_parser():
+    description, epilog = common.docstring_help(__doc__)
+    parser = common.ArgumentParser("tsm-make-videos", description, epilog=epilog)
     parser.add_argument("out_dir", help="output directory (created)")
     parser.add_argument("--config", help="training config whose data.synthetic settings to use "
                                          "(default: the built-in defaults, as configs/quickstart.yaml)")
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS), help="splits to write")
     parser.add_argument("--fps", type=int, default=12, help="frame rate of the mp4 files (default 12)")
     parser.add_argument("--codec", default="libx264", help="PyAV encoder (default libx264)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args):
     if args.fps < 1:
-        parser.error(f"--fps must be >= 1, got {args.fps}")
-    return args
-
-
-def main(argv=None):
-    args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        raise common.UsageError(f"--fps must be >= 1, got {args.fps}")
     from tsm_keras.data import synthetic
     from tsm_keras.training.config import ConfigError, load_config
 
     try:
         settings = load_config(args.config).data.synthetic if args.config else None
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise common.UsageError(error) from error
     try:
         paths = synthetic.write_videos(args.out_dir, settings, splits=tuple(args.splits), codec=args.codec,
                                        fps=args.fps)
     except (OSError, ValueError, ImportError) as error:
-        print(f"error: {args.out_dir}: {error}", file=sys.stderr)
-        return 1
+        raise RuntimeError(f"{args.out_dir}: {error}") from error
     for split in args.splits:
-        count = sum(1 for _ in open(paths[f"{split}_list"], encoding="utf-8"))
+        with open(paths[f"{split}_list"], encoding="utf-8") as handle:
+            count = sum(1 for _ in handle)
         print(f"{split}: {count} videos, list {paths[f'{split}_list']}")
     print(f"label map: {paths['label_map']}")
     sets = " ".join([
@@ -61,9 +54,12 @@ def main(argv=None):
         f"--set data.label_map={paths['label_map']}",
         *[f"--set data.{split}_list={paths[f'{split}_list']}" for split in args.splits],
     ])
-    print(f"train on the files: python train/fit.py --config CONFIG {sets}")
-    return 0
+    print(f"train on the files: tsm-train --config CONFIG {sets}")
+
+
+def main(argv=None):
+    return common.main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

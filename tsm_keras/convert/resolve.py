@@ -147,7 +147,7 @@ def _resolve_non_local(path, found, given, choose, origins):
             f"{path}: the Non-local blocks have theta/phi convs, so they are "
             "'dot_product' or 'embedded_gaussian' (identical tensors) and neither the "
             "checkpoint's config nor its file name says which; pass "
-            "non_local='dot_product' or 'embedded_gaussian' (--non-local)"
+            "non_local='dot_product' or 'embedded_gaussian'"
             + (f" (got {mode!r})" if mode else "")
         )
     return mode

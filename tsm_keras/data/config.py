@@ -137,7 +137,7 @@ class DataConfig(ConfigSection):
         source: `"synthetic"` (built-in dataset, no files), `"video"`
             (MMAction2 video list `path label`), `"frames"` (rawframe list
             `frame_dir total_frames label`) or `"tfrecord"` (a directory
-            written by `python -m tsm_keras.data.make_tfrecords`).
+            written by `tsm-make-tfrecords`).
         train_list, val_list, test_list: annotation list files (for
             `"tfrecord"`: the TFRecord directories).
         data_root: prefix of the paths in the training list.

@@ -1,7 +1,7 @@
 """TFRecord shards: one `tf.train.Example` per video, JPEG frames + label.
 
 Layout of a TFRecord directory (written by `write_tfrecords` or
-`python -m tsm_keras.data.make_tfrecords LIST ROOT OUT --shards N`)::
+`tsm-make-tfrecords LIST ROOT OUT --shards N`)::
 
     OUT/shard-00000-of-00004.tfrecord ... shard-00003-of-00004.tfrecord
     OUT/index.json   # {"num_examples": ..., "shards": [{"file", "num_examples"}], ...}
@@ -171,7 +171,7 @@ def read_index(directory):
     path = os.path.join(directory, INDEX_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{directory}: not a TFRecord directory (no {INDEX_FILE}; "
-                                f"write one with python -m tsm_keras.data.make_tfrecords)")
+                                f"write one with tsm-make-tfrecords)")
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
 

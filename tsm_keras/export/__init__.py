@@ -8,8 +8,11 @@
 - `calibration`: representative datasets for int8 (frame by frame online).
 - `metadata`: the `FILE.tflite.json` sidecar the runners read.
 - `exporter`: `export_tflite(model, out, mode, quant, ...)`, what
-  `convert/to_tflite.py` runs.
-- `runtime`: `LiteRTModel`, an ai-edge-litert model called by signature names.
+  `tsm-export` runs.
+- `runtime`: `LiteRTModel`, an ai-edge-litert model called by signature names;
+  `KerasOnlineRunner`; `stream_frames`, the one frame-by-frame loop over an
+  online model (`step(frame, states)` on both runners).
+- `check`: how close a LiteRT model is to its Keras TSM (`tsm-export --check`).
 """
 
 from tsm_keras.models.online import (

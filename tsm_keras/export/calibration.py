@@ -23,12 +23,43 @@ import os
 import tempfile
 
 import numpy as np
-import tensorflow as tf
 
 from tsm_keras.models.online import IMAGE_NAME
+from tsm_keras.export.runtime import KerasOnlineRunner, stream_frames
 from tsm_keras.export.tflite import CLIP_NAME
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+
+
+def clip_config(data_config, frame_size, num_segments):
+    """`data_config` set to read one centre clip of `num_segments` frames per video.
+
+    Args:
+        data_config: `DataConfig` of the model's training, or None for the
+            built-in synthetic dataset with the default normalisation.
+        frame_size: `(H, W)` of the model input (square crops).
+        num_segments: frames per clip.
+    """
+    from tsm_keras.data import DataConfig
+
+    height, width = frame_size
+    if height != width:
+        raise ValueError(f"clips are centre-cropped squares; the model input is {height}x{width}")
+    if data_config is None:
+        data_config = DataConfig(source="synthetic", resize_short=None, crop_size=height)
+    changes = {
+        "crop_size": height,
+        "test_crop_size": None,
+        "test_crop": "center",
+        "num_clips": num_segments,
+        "clip_len": 1,
+        "twice_sample": False,
+        "dense": False,
+        "on_error": "skip",
+    }
+    if data_config.resize_short is not None and data_config.resize_short < height:
+        changes["resize_short"] = height
+    return data_config.replace(**changes)
 
 
 def calibration_config(data_config, frame_size, num_segments, source=None):
@@ -46,30 +77,12 @@ def calibration_config(data_config, frame_size, num_segments, source=None):
     Returns:
         `(config, split)` for `build_test_dataset`.
     """
-    from tsm_keras.data import DataConfig
-
-    height, width = frame_size
-    if height != width:
-        raise ValueError(f"calibration crops are square; the model input is {height}x{width}")
-    if data_config is None:
-        data_config = DataConfig(source="synthetic", resize_short=None, crop_size=height)
-    changes = {
-        "crop_size": height,
-        "test_crop_size": None,
-        "test_crop": "center",
-        "num_clips": num_segments,
-        "clip_len": 1,
-        "twice_sample": False,
-        "dense": False,
-        "on_error": "skip",
-    }
-    if data_config.resize_short is not None and data_config.resize_short < height:
-        changes["resize_short"] = height
+    config = clip_config(data_config, frame_size, num_segments)
     if source is None:
-        if data_config.source == "synthetic" or data_config.val_list is not None:
-            return data_config.replace(**changes), "val"
+        if config.source == "synthetic" or config.val_list is not None:
+            return config, "val"
         raise ValueError(
-            "no calibration data: pass --calib (a video list or a directory of videos), or a data "
+            "no calibration data: pass calib (a video list or a directory of videos), or a data "
             "config with a val_list or source: synthetic"
         )
     source = os.fspath(source)
@@ -78,11 +91,10 @@ def calibration_config(data_config, frame_size, num_segments, source=None):
         root = source
     elif os.path.isfile(source):
         list_path = source
-        root = data_config.data_root_val or data_config.data_root or os.path.dirname(source)
+        root = config.data_root_val or config.data_root or os.path.dirname(source)
     else:
-        raise FileNotFoundError(f"--calib {source}: no such video list or directory")
-    changes.update(source="video", val_list=list_path, data_root_val=root, label_map=None)
-    return data_config.replace(**changes), "val"
+        raise FileNotFoundError(f"calib {source}: no such video list or directory")
+    return config.replace(source="video", val_list=list_path, data_root_val=root, label_map=None), "val"
 
 
 def _list_directory(directory):
@@ -90,7 +102,7 @@ def _list_directory(directory):
         name for name in os.listdir(directory) if name.lower().endswith(VIDEO_EXTENSIONS)
     )
     if not names:
-        raise ValueError(f"--calib {directory}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
+        raise ValueError(f"calib {directory}: no video files ({', '.join(VIDEO_EXTENSIONS)})")
     handle, path = tempfile.mkstemp(prefix="tsm_keras_calib_", suffix=".txt")
     with os.fdopen(handle, "w", encoding="utf-8") as out:
         for name in names:
@@ -129,14 +141,10 @@ def online_samples(online_model, clips):
     from zero states, the states are carried, and every input dict fed to
     the model is yielded.
     """
-    step = tf.function(lambda inputs: online_model(inputs, training=False))
+    runner = KerasOnlineRunner(online_model)
     for clip in clips:
-        states = online_model.init_states()
-        for frame in np.asarray(clip, np.float32):
-            inputs = {IMAGE_NAME: frame[None], **states}
-            yield inputs
-            outputs = step(inputs)
-            states = {name: outputs[name].numpy() for name in online_model.state_names}
+        for frame, states, _ in stream_frames(runner, np.asarray(clip, np.float32)):
+            yield {IMAGE_NAME: frame[None], **states}
 
 
 def representative_dataset(samples):

@@ -1,6 +1,6 @@
 """One call from a trained TSM to a .tflite file and its metadata sidecar.
 
-`export_tflite` is what `convert/to_tflite.py` runs: it builds the online
+`export_tflite` is what `tsm-export` runs: it builds the online
 model when asked, gathers calibration data for int8, converts with builtin
 ops only, and writes `FILE.tflite` plus `FILE.tflite.json`.
 """
@@ -85,9 +85,9 @@ def export_tflite(
     if io not in tflite.IO_TYPES:
         raise ValueError(f"io must be one of {tflite.IO_TYPES}, got {io!r}")
     if io == "int8" and quant != "int8":
-        raise ValueError(f"--io int8 needs --quant int8 (a {quant} model has float inputs and outputs)")
+        raise ValueError(f"io='int8' needs quant='int8' (a {quant} model has float inputs and outputs)")
     if not os.fspath(out).endswith(".tflite"):
-        raise ValueError(f"--out must end with .tflite, got {out}")
+        raise ValueError(f"out must end with .tflite, got {out}")
     names = resolve_labels(model.num_classes, labels, data_config)
     target = build_online(model) if mode == "online" else model
     representative, calibration_info = None, None

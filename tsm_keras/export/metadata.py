@@ -147,7 +147,7 @@ def load_metadata(model_path):
     path = sidecar_path(model_path)
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"{model_path}: no metadata sidecar {path} (written by convert/to_tflite.py next to "
+            f"{model_path}: no metadata sidecar {path} (written by tsm-export next to "
             "the .tflite; it holds the labels, preprocessing and state names)"
         )
     with open(path, encoding="utf-8") as handle:

@@ -222,7 +222,7 @@ class TestConfig(ConfigSection):
     Args:
         average: average softmax probabilities over views (`"prob"`,
             MMAction2) or logits (`"logit"`, mit-han-lab).
-        split: split evaluated at the end of training and by `train/test.py`.
+        split: split evaluated at the end of training and by `tsm-test`.
         val_split: split evaluated during training (`train.val_interval`).
         val_protocol: views of the validation during training: `"center"`
             (1 clip x 1 center crop, MMAction2's val pipeline) or `"test"`
@@ -329,15 +329,15 @@ class Config(ConfigSection):
 def parse_override(text):
     """`"section.key=value"` -> `(["section", "key"], value)`; the value is YAML."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected section.key=value")
+        raise ConfigError(f"override {text!r}: expected section.key=value")
     key, raw_value = text.split("=", 1)
     path = key.strip().split(".")
     if len(path) < 2 or not all(path):
-        raise ConfigError(f"--set {text!r}: expected section.key=value (for example optimizer.lr=0.01)")
+        raise ConfigError(f"override {text!r}: expected section.key=value (for example optimizer.lr=0.01)")
     try:
         value = yaml.safe_load(raw_value) if raw_value.strip() else None
     except yaml.YAMLError as error:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({error})") from None
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({error})") from None
     return path, value
 
 
@@ -353,7 +353,7 @@ def apply_overrides(values, overrides):
                 child = target[key] = {}
             if not isinstance(child, dict):
                 raise ConfigError(
-                    f"--set {text!r}: {'.'.join(path[:depth + 1])} is {child!r}, not a section"
+                    f"override {text!r}: {'.'.join(path[:depth + 1])} is {child!r}, not a section"
                 )
             target = child
         target[path[-1]] = value

@@ -43,7 +43,7 @@ def make_strategy(name="default"):
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("--strategy multi_worker needs the TF_CONFIG environment variable (cluster spec)")
+            raise ValueError("strategy 'multi_worker' needs the TF_CONFIG environment variable (cluster spec)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
 

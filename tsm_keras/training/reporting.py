@@ -3,6 +3,7 @@
 import csv
 import importlib.util
 import os
+import sys
 import time
 import warnings
 
@@ -25,7 +26,7 @@ LOG_FIELDS = (
 
 
 class EpochProgress:
-    """A Keras progress bar for one epoch: loss, top1, lr and clips/s.
+    """A Keras progress bar (or one line) for one epoch: loss, top1, lr and clips/s.
 
     Loss and top-1 are the running means over the epoch (computed by the
     trainer, so a resumed epoch shows the same numbers); lr is the current
@@ -37,34 +38,49 @@ class EpochProgress:
         steps: steps in the epoch.
         start_step: first step (non-zero when resuming inside the epoch).
         global_batch: clips per step over all replicas.
-        verbose: 0 silent, 1 bar.
+        verbose: 0 silent, 1 progress bar, 2 one plain line per epoch (as
+            Keras' `fit`). A bar on a stdout that is not a terminal (a file,
+            a pipe) becomes the plain line: no carriage returns, no ANSI codes.
     """
 
     def __init__(self, epoch, epochs, steps, start_step, global_batch, verbose=1):
+        if verbose == 1 and not _interactive_stdout():
+            verbose = 2
         self.verbose = verbose
         self.global_batch = global_batch
         self.start_step = start_step
+        self.steps = steps
         self.start_time = time.perf_counter()
-        if verbose:
-            print(f"Epoch {epoch + 1}/{epochs}" + (f" (resumed at step {start_step})" if start_step else ""))
-        self.bar = keras.utils.Progbar(
-            steps, verbose=verbose, stateful_metrics=["loss", "top1", "lr", "clips/s"], unit_name="step"
-        )
-        if start_step:
-            self.bar.update(start_step)
+        self.clips_per_s = 0.0
+        self.title = f"Epoch {epoch + 1}/{epochs}" + (f" (resumed at step {start_step})" if start_step else "")
+        self.bar = None
+        if verbose == 1:
+            print(self.title)
+            self.bar = keras.utils.Progbar(
+                steps, verbose=verbose, stateful_metrics=["loss", "top1", "lr", "clips/s"], unit_name="step"
+            )
+            if start_step:
+                self.bar.update(start_step)
 
     def update(self, step, loss, top1, lr):
         """`step` is the number of finished steps in the epoch."""
         elapsed = max(time.perf_counter() - self.start_time, 1e-9)
         self.clips_per_s = (step - self.start_step) * self.global_batch / elapsed
-        self.bar.update(
-            step,
-            values=[("loss", loss), ("top1", top1), ("lr", lr), ("clips/s", self.clips_per_s)],
-        )
+        values = [("loss", loss), ("top1", top1), ("lr", lr), ("clips/s", self.clips_per_s)]
+        if self.bar is not None:
+            self.bar.update(step, values=values)
+        elif self.verbose and step == self.steps:
+            shown = "  ".join(f"{name} {value:.4g}" for name, value in values)
+            print(f"{self.title}: {self.steps} steps, {shown}, {elapsed:.1f} s", flush=True)
 
     @property
     def elapsed(self):
         return time.perf_counter() - self.start_time
+
+
+def _interactive_stdout():
+    isatty = getattr(sys.stdout, "isatty", None)
+    return bool(isatty and isatty())
 
 
 class CSVLog:

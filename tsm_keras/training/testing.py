@@ -1,4 +1,4 @@
-"""The test protocol of a config, as run by `train/test.py` and at the end of `fit`."""
+"""The test protocol of a config, as run by `tsm-test` and at the end of `fit`."""
 
 import json
 import os
@@ -110,6 +110,7 @@ def run_test(config, model, out_dir, split=None, dump=None, verbose=1):
         metrics["pair_accuracy"] = evaluation.pair_accuracy(result, pairs)
     metrics.update(
         split=split,
+        list=data.list_for(split) if data.source != "synthetic" else "built-in synthetic dataset",
         views=f"{data.num_test_clips} clip(s) x {data.num_test_crops} crop(s)",
         average=config.test.average,
     )
@@ -130,7 +131,8 @@ def run_test(config, model, out_dir, split=None, dump=None, verbose=1):
 def format_metrics(metrics):
     """One line per metric, the way the README quotes them."""
     lines = [
-        f"Test on {metrics['split']} ({metrics['num_videos']} videos, {metrics['views']}, "
+        f"Test on {metrics['split']}" + (f" = {metrics['list']}" if metrics.get("list") else "")
+        + f" ({metrics['num_videos']} videos, {metrics['views']}, "
         f"average {metrics['average']}):",
         f"  top1 {metrics['top1']:.4f}",
         f"  top5 {metrics['top5']:.4f}",

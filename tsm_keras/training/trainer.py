@@ -147,7 +147,8 @@ class Trainer:
             `tf.distribute.Strategy`.
         auto_scale_lr: scale `optimizer.lr` by the global batch over
             `train.base_batch_size`.
-        verbose: 1 shows progress bars and summaries (chief only), 0 is quiet.
+        verbose: 1 progress bars, 2 one line per epoch (both with the run summary,
+            validation lines and test result; chief only), 0 silent.
         test_at_end: evaluate `test.split` with the final weights.
 
     Example:
@@ -284,8 +285,8 @@ class Trainer:
         checkpoint_dir = os.path.join(self.work_dir, CHECKPOINT_DIR)
         if resume is None and checkpoint_lib.latest_checkpoint(checkpoint_dir):
             raise FileExistsError(
-                f"{checkpoint_dir} already has checkpoints: pass --resume to continue that run, "
-                f"or choose another --work-dir"
+                f"{checkpoint_dir} already has checkpoints: resume='latest' continues that run, "
+                f"or choose another work_dir"
             )
         if resume == "latest":
             resume = checkpoint_lib.latest_checkpoint(checkpoint_dir)

@@ -20,10 +20,10 @@ import pathlib
 import re
 import shlex
 
-from android_bench import records
-from android_bench.adb import Adb
-from android_bench.errors import BenchError
-from android_bench.parse import BenchmarkOutputError, parse_benchmark_output
+from tsm_keras.android_bench import records
+from tsm_keras.android_bench.adb import Adb
+from tsm_keras.android_bench.errors import BenchError
+from tsm_keras.android_bench.parse import BenchmarkOutputError, parse_benchmark_output
 
 REMOTE_DIR = "/data/local/tmp"
 BINARY_NAME = "benchmark_model"

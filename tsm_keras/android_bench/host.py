@@ -28,9 +28,10 @@ import time
 
 import numpy as np
 
-from android_bench import records
-from android_bench.errors import BenchError
-from android_bench.parse import BenchmarkOutputError, parse_benchmark_output
+from tsm_keras.android_bench import records
+from tsm_keras.benchmarking import cpu_model, latency_stats, package_version
+from tsm_keras.android_bench.errors import BenchError
+from tsm_keras.android_bench.parse import BenchmarkOutputError, parse_benchmark_output
 
 INTERPRETER = "interpreter"
 LITERT_BENCHMARK = "litert-benchmark"
@@ -45,32 +46,6 @@ def _rss_mb():
     except (OSError, IndexError, ValueError):
         return None
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _percentile(sorted_values, percent):
-    """benchmark_model's percentile: the element at index `n * p // 100`."""
-    return sorted_values[min(len(sorted_values) - 1, len(sorted_values) * percent // 100)]
-
-
-def latency_stats(run_ms):
-    """count / first / min / max / avg / std / median / p5 / p95 of run times.
-
-    Same definitions as benchmark_model's `Stat`: `std` is the population
-    standard deviation and percentiles pick an element, not interpolate.
-    """
-    values = np.asarray(run_ms, dtype=np.float64)
-    ordered = sorted(run_ms)
-    return {
-        "count": len(run_ms),
-        "first": float(values[0]),
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "avg": float(values.mean()),
-        "std": float(values.std()),
-        "median": float(_percentile(ordered, 50)),
-        "p5": float(_percentile(ordered, 5)),
-        "p95": float(_percentile(ordered, 95)),
-    }
 
 
 def random_input(detail, rng):
@@ -220,29 +195,14 @@ def benchmark_tflite(path, threads=1, use_xnnpack=True, runs=50, warmup=5, seed=
     }
 
 
-def _cpu_name():
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def host_target(runner):
     """Facts about this machine, in the same keys as a device's."""
-    import importlib.metadata
-
     governor_path = pathlib.Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
-    try:
-        litert_version = importlib.metadata.version("ai-edge-litert")
-    except importlib.metadata.PackageNotFoundError:
-        litert_version = "not installed"
+    litert_version = package_version("ai-edge-litert") or "not installed"
     target = records.empty_target("host")
     target.update(
         name=f"host ({os.cpu_count()} CPUs)",
-        soc=_cpu_name(),
+        soc=cpu_model(),
         os=platform.platform(terse=True),
         abi=platform.machine(),
         cpu_governor=governor_path.read_text().strip() if governor_path.exists() else None,

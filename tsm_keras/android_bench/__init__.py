@@ -1,6 +1,7 @@
 """android_bench: LiteRT latency of .tflite models on an Android phone or on this host.
 
-The command line is `python android_bench/run.py` (see its `--help`). The
+The command line is `tsm-android-bench` (`tsm_keras/cli/android_bench.py`;
+`python android_bench/run.py` still works). The
 pieces other scripts reuse:
 
 - `parse_benchmark_output(text)`: a `BenchmarkResult` from any known output of
@@ -12,6 +13,6 @@ pieces other scripts reuse:
 Importing the package loads neither ai-edge-litert nor matplotlib.
 """
 
-from android_bench.errors import BenchError
-from android_bench.host import benchmark_tflite
-from android_bench.parse import BenchmarkOutputError, BenchmarkResult, parse_benchmark_output
+from tsm_keras.android_bench.errors import BenchError
+from tsm_keras.android_bench.host import benchmark_tflite
+from tsm_keras.android_bench.parse import BenchmarkOutputError, BenchmarkResult, parse_benchmark_output

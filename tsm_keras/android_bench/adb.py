@@ -10,7 +10,7 @@ import shlex
 import shutil
 import subprocess
 
-from android_bench.errors import BenchError
+from tsm_keras.android_bench.errors import BenchError
 
 PLATFORM_TOOLS_URL = "https://developer.android.com/tools/releases/platform-tools"
 _DEVICE_LINE = re.compile(r"^(?P<serial>\S+)\s+(?P<state>.+?)\s*$")

@@ -3,7 +3,9 @@
 import json
 import pathlib
 
-from android_bench import records
+from tsm_keras.android_bench import records
+from tsm_keras import benchmarking
+from tsm_keras.benchmarking import markdown_cell
 
 TABLE_NAME = "results.md"
 CHART_NAME = "latency.png"
@@ -72,10 +74,6 @@ def _number(value, digits=2):
     return f"{value:.{digits}f}"
 
 
-def _cell(text):
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _status(record):
     if record["status"] == records.OK:
         return "ok"
@@ -110,14 +108,12 @@ def _target_lines(all_records):
             )
             if target.get(field)
         ]
-        lines.append(f"- **{_cell(_target_label(record))}** ({target['kind']}): " + "; ".join(_cell(f) for f in facts))
+        lines.append(f"- **{markdown_cell(_target_label(record))}** ({target['kind']}): " + "; ".join(markdown_cell(f) for f in facts))
     return lines
 
 
 def markdown_table(all_records):
     """A markdown table of the records (one row each) under a list of targets."""
-    header = "| " + " | ".join(COLUMNS) + " |"
-    rule = "|" + "|".join("---" if column in ("Target", "Model", "Delegate", "Status") else "---:" for column in COLUMNS) + "|"
     rows = []
     for record in all_records:
         latency = record["latency_ms"]
@@ -139,14 +135,16 @@ def markdown_table(all_records):
             runs,
             _status(record),
         )
-        rows.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+        rows.append(cells)
     notes = [
         "",
         "Times are milliseconds per inference (avg / median / std / min / max over the timed runs; first = first "
         "warm-up run; init = model load and interpreter creation). Mem = peak footprint when measured, else "
         "the growth of the footprint over the run.",
     ]
-    return "\n".join(_target_lines(all_records) + ["", header, rule, *rows, *notes]) + "\n"
+    numbers = [column for column in COLUMNS if column not in ("Target", "Model", "Delegate", "Status")]
+    table = benchmarking.markdown_table(COLUMNS, rows, right_aligned=numbers)
+    return "\n".join(_target_lines(all_records) + ["", table, *notes]) + "\n"
 
 
 def plot_latency(all_records, path):
