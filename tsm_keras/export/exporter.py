@@ -8,7 +8,7 @@ ops only, and writes `FILE.tflite` plus `FILE.tflite.json`.
 import os
 
 from tsm_keras.export import calibration, metadata, tflite
-from tsm_keras.export.online import build_online
+from tsm_keras.models.online import build_online
 
 MODES = ("offline", "online")
 
@@ -21,8 +21,8 @@ def load_data_config(path):
 
     values = read_config_file(path)  # a ValueError naming the file when unreadable
     if "data" in values:
-        return DataConfig.from_dict(values["data"] or {}, prefix=f"{path}: data")
-    return DataConfig.from_dict(values, prefix=f"{path}: data")
+        return DataConfig.from_dict(values["data"] or {}, path=f"{path}: data")
+    return DataConfig.from_dict(values, path=f"{path}: data")
 
 
 def resolve_labels(num_classes, labels=None, data_config=None):
