@@ -180,6 +180,6 @@ def test_mit_checkpoint_variants_find_their_classifier(layout, tmp_path):
     path = tmp_path / "TSM_something_RGB_mobilenetv2_shift8_blockres_avg_segment2_e25.pth"
     torch.save({"epoch": 25, "arch": "mobilenetv2", "state_dict": state}, path)
     imported = import_torch_checkpoint(path, input_shape=SIZE)
-    assert imported.source == "mit" and imported.tsm_config["num_classes"] == 4
+    assert imported.source == "mit" and imported.spec.num_classes == 4
     kernel = imported.model.get_layer("fc_cls").get_weights()[0]
     np.testing.assert_array_equal(kernel, state[f"{head}.weight"].numpy().T)

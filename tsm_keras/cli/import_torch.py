@@ -155,7 +155,7 @@ def run(args):
         table.add_column(column)
     for name in ("backbone", "num_classes", "num_segments", "shift_div", "shift_place", "direction",
                  "non_local", "temporal_pool", "backbone_options", "input_shape"):
-        table.add_row(name, str(imported.tsm_config[name]), imported.inferred.get(name, "default"))
+        table.add_row(name, str(getattr(imported.spec, name)), imported.inferred.get(name, "default"))
     normalization = imported.normalization
     table.add_row("mean / std", f"{normalization['mean']} / {normalization['std']}", normalization["origin"])
     console.print(table)
