@@ -105,8 +105,9 @@ def import_preset(args, shape, console):
     }
     with open(summary_path, "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
-    console.print(f"preset {preset.name} ({preset.alias}): {preset.backbone}, {preset.num_classes} classes, "
-                  f"T={preset.num_segments}")
+    spec = preset.spec
+    console.print(f"preset {preset.name} ({preset.alias}): {spec.backbone}, {spec.num_classes} classes, "
+                  f"T={spec.num_segments}")
     console.print(f"wrote {args.out}, {summary_path} and {labels_path}")
 
 
