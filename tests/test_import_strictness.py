@@ -94,6 +94,24 @@ def test_source_and_arch_arguments_are_checked(mobilenet_state, tmp_path):
         import_torch_checkpoint(path, arch="resnet50", input_shape=SIZE)
 
 
+def test_resolved_values_and_further_fields_go_through_the_spec(mobilenet_state, tmp_path):
+    from tsm_keras.utils.config import ConfigError
+
+    path = save(mobilenet_state, tmp_path / "model.pth")
+    with pytest.raises(ConfigError, match=r"^model\.direction: expected one of \['bidirectional', "
+                                          r"'unidirectional'\], got 'sideways'$"):
+        import_torch_checkpoint(path, num_segments=2, direction="sideways", input_shape=SIZE)
+    with pytest.raises(ConfigError, match=r"^model\.dropout: expected a number in \[0, 1\), got 1$"):
+        import_torch_checkpoint(path, num_segments=2, input_shape=SIZE, dropout=1)
+    with pytest.raises(ConfigError, match=r"^model\.dropuot: unknown key"):
+        import_torch_checkpoint(path, num_segments=2, input_shape=SIZE, dropuot=0.1)
+    with pytest.raises(ValueError, match="layout cannot be given as further spec fields"):
+        import_torch_checkpoint(path, num_segments=2, input_shape=SIZE, layout="keras")
+    imported = import_torch_checkpoint(path, num_segments=2, input_shape=SIZE, dropout=0.25)
+    assert imported.model.spec is imported.spec and imported.spec.dropout == 0.25
+    assert imported.spec.layout == "torch" and imported.inferred["dropout"] == "argument"
+
+
 def keras_logits_with_torch_head(model, network, clip):
     """Gives both networks the same random classifier, returns both clip logits."""
     layer = model.get_layer("fc_cls")
