@@ -15,7 +15,7 @@ CURVES_FILE = "curves.png"
 FINAL_WEIGHTS = "final.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
 # Deployable copies of the same two states: the whole model (architecture + weights, no optimizer)
-# for `keras.saving.load_model`, `convert/to_tflite.py` and `tsm_keras.predict`.
+# for `keras.saving.load_model`, `convert/to_tflite.py` and `tsm_keras.inference.predict`.
 FINAL_MODEL = "model.keras"
 BEST_MODEL = "best.keras"
 BEST_INFO = "best.json"
