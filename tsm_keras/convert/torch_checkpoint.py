@@ -15,6 +15,7 @@ import os
 from tsm_keras.convert.resolve import resolve_spec
 from tsm_keras.data.config import IMAGENET_MEAN, IMAGENET_STD
 from tsm_keras.models.backbones import get_backbone
+from tsm_keras.models.spec import TSMSpec
 from tsm_keras.models.tsm import TSM
 from tsm_keras.weights import (
     SCHEMES,
@@ -48,7 +49,7 @@ class ImportedCheckpoint:
 
     model: object
     source: str
-    spec: object
+    spec: TSMSpec
     inferred: dict
     normalization: dict
     class_names: list = None
