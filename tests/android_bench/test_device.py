@@ -9,14 +9,14 @@ for real through `android_bench/run.py`'s `main`.
 
 import json
 import os
-import pathlib
 import sys
 
 import pytest
 
 from tsm_keras.cli import android_bench as run
 
-FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "benchmark_model"
+from tests import FIXTURES
+
 SERIAL = "R5CW20ABCDE"
 REMOTE_BINARY = "/data/local/tmp/benchmark_model"
 
@@ -66,7 +66,7 @@ class StandInAdb:
 
 
 def fixture(name):
-    return (FIXTURES / name).read_text()
+    return (FIXTURES / "benchmark_model" / name).read_text()
 
 
 def devices_listing(*entries):

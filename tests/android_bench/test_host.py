@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import pathlib
 import sys
 
 import numpy as np
@@ -13,6 +12,8 @@ from tsm_keras import benchmarking
 from tsm_keras.android_bench import host, records
 from tsm_keras.cli import android_bench as run
 from tsm_keras.android_bench.errors import BenchError
+
+from tests import FIXTURES
 
 
 
@@ -187,7 +188,7 @@ def _keys(value, prefix=""):
 def test_device_and_host_records_share_one_schema_and_merge_into_one_table(tiny_models, tmp_path, capsys):
     from tsm_keras.android_bench.parse import parse_benchmark_output
 
-    fixture = pathlib.Path(__file__).parent / "fixtures" / "benchmark_model" / "tflite_current_android.txt"
+    fixture = FIXTURES / "benchmark_model" / "tflite_current_android.txt"
     spec = records.RunSpec(tiny_models["classifier"], "xnnpack", 4, 50, 5)
     device_target = records.empty_target("device")
     device_target.update(name="samsung SM-S911B", soc="SM8550")

@@ -5,7 +5,6 @@ tests/fixtures/benchmark_model/README.md for where each one comes from) and
 converted to milliseconds here, not by the code under test.
 """
 
-import pathlib
 
 import pytest
 
@@ -16,11 +15,12 @@ from tsm_keras.android_bench.parse import (
     parse_benchmark_output,
 )
 
-FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "benchmark_model"
+from tests import FIXTURES
+
 
 
 def fixture(name):
-    return (FIXTURES / name).read_text()
+    return (FIXTURES / "benchmark_model" / name).read_text()
 
 
 def test_current_format_with_info_prefix_percentiles_and_peak_memory():

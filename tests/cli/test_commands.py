@@ -9,16 +9,17 @@ import pytest
 from tsm_keras.cli import common
 from tsm_keras.training import reporting
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import REPO_ROOT
+
 COMMANDS = ("train", "test", "import_torch", "export", "reparameterize", "predict", "stream", "android_bench",
             "make_tfrecords", "synthetic_videos")
 
 
 def python(code, *arguments):
     """Runs `python -c code` from the repository (this checkout first on the path)."""
-    environment = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    environment = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     environment.pop("TF_CPP_MIN_LOG_LEVEL", None)
-    return subprocess.run([sys.executable, "-c", code, *arguments], capture_output=True, text=True, cwd=ROOT,
+    return subprocess.run([sys.executable, "-c", code, *arguments], capture_output=True, text=True, cwd=REPO_ROOT,
                           env=environment, timeout=300)
 
 
@@ -47,7 +48,7 @@ def test_every_help_parses_without_tensorflow_or_keras():
 def test_console_scripts_match_the_command_modules():
     import ast
 
-    with open(os.path.join(ROOT, "setup.py"), encoding="utf-8") as handle:
+    with open(os.path.join(REPO_ROOT, "setup.py"), encoding="utf-8") as handle:
         tree = ast.parse(handle.read())
     scripts = next(ast.literal_eval(keyword.value) for node in ast.walk(tree) if isinstance(node, ast.Call)
                    for keyword in node.keywords if keyword.arg == "entry_points")["console_scripts"]

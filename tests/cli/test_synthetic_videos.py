@@ -1,6 +1,5 @@
 """`tsm-make-videos` (`tsm_keras.cli.synthetic_videos`): the built-in dataset as files on disk."""
 
-import pathlib
 
 import numpy as np
 import pytest
@@ -10,9 +9,10 @@ from tsm_keras.cli import synthetic_videos
 from tsm_keras.data import synthetic
 from tsm_keras.training.config import load_config
 
+from tests import REPO_ROOT
+
 av = pytest.importorskip("av")
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 SYNTHETIC = {"num_classes": 2, "train_videos_per_class": 1, "val_videos_per_class": 1,
              "test_videos_per_class": 2, "num_frames": 8, "frame_size": 32}
@@ -20,7 +20,7 @@ SYNTHETIC = {"num_classes": 2, "train_videos_per_class": 1, "val_videos_per_clas
 
 def test_writes_the_configs_videos_and_prints_how_to_train_on_them(tmp_path, capsys):
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"base": str(ROOT / "configs" / "quickstart_online.yaml"),
+    config.write_text(yaml.safe_dump({"base": str(REPO_ROOT / "configs" / "quickstart_online.yaml"),
                                       "model": {"num_classes": 2}, "data": {"synthetic": SYNTHETIC}}))
     out = tmp_path / "videos"
     assert synthetic_videos.main([str(out), "--config", str(config), "--splits", "test"]) == 0

@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch_reference as ref  # noqa: E402
+from tests import torch_reference as ref  # noqa: E402
 
 from tsm_keras.convert import load_torch_checkpoint  # noqa: E402
 

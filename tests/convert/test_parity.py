@@ -15,64 +15,20 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch_reference as ref  # noqa: E402
+from tests import torch_reference as ref  # noqa: E402
+from tests.convert.parity import (  # noqa: E402
+    TOLERANCE,
+    assert_clip_parity,
+    make_reference,
+    random_clip,
+    relative_difference,
+    save_mit,
+    save_mmaction2,
+    to_torch,
+)
 
 from tsm_keras.export import build_online  # noqa: E402
 from tsm_keras.convert import import_torch_checkpoint, load_torch_checkpoint  # noqa: E402
-
-TOLERANCE = 1e-4
-
-
-def random_clip(batch, segments, size, seed=0):
-    return np.random.default_rng(seed).standard_normal((batch, segments, size, size, 3)).astype("float32")
-
-
-def to_torch(array):
-    """NHWC (any leading dims) -> NCHW torch tensor."""
-    array = np.asarray(array)
-    axes = tuple(range(array.ndim - 3)) + (array.ndim - 1, array.ndim - 3, array.ndim - 2)
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(axes)))
-
-
-def relative_difference(got, expected):
-    return float(np.max(np.abs(np.asarray(got) - expected)) / np.max(np.abs(expected)))
-
-
-def assert_clip_parity(model, network, clip):
-    """Batch 1 and batch 2 logits of `model` equal `network`'s; returns the worst."""
-    with torch.no_grad():
-        expected = network(to_torch(clip)).numpy()
-    # A meaningful comparison: logits of order 1 that depend on the clip.
-    scale = np.max(np.abs(expected))
-    assert 0.1 < scale < 1e3 and np.max(np.abs(expected[0] - expected[1])) > 0.05 * scale
-    worst = 0.0
-    for batch in (1, 2):
-        got = model(clip[:batch], training=False)
-        assert tuple(got.shape) == expected[:batch].shape
-        difference = relative_difference(got, expected[:batch])
-        assert difference <= TOLERANCE, f"batch {batch}: relative difference {difference:.2e}"
-        worst = max(worst, difference)
-    print(f"max relative difference {worst:.2e}")
-    return worst
-
-
-def make_reference(network, clip, seed=0):
-    """Random weights, and BatchNorm statistics calibrated on `clip` (see torch_reference)."""
-    ref.randomize(network, seed=seed)
-    return ref.calibrate_batch_norms(network, lambda: network(to_torch(clip)), seed=seed)
-
-
-def save_mmaction2(network, path, config_text=None):
-    checkpoint = {"state_dict": network.state_dict(), "meta": {"mmengine_version": "0.7.0"}}
-    if config_text:
-        checkpoint["meta"]["cfg"] = config_text
-    torch.save(checkpoint, path)
-
-
-def save_mit(network, path):
-    """mit-han-lab's `save_checkpoint`: epoch, arch, state_dict of DataParallel."""
-    torch.save({"epoch": 50, "arch": "resnet50", "state_dict": network.state_dict(), "best_prec1": 71.2}, path)
-
 
 MMACTION2_RESNET_CASES = {
     # name: (depth, size, segments, extra backbone args)

@@ -5,7 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch_reference as ref  # noqa: E402
+from tests import torch_reference as ref  # noqa: E402
+from tests.convert.parity import keras_logits_with_torch_head  # noqa: E402
 
 from tsm_keras import build_tsm  # noqa: E402
 from tsm_keras.convert import (  # noqa: E402
@@ -92,23 +93,6 @@ def test_source_and_arch_arguments_are_checked(mobilenet_state, tmp_path):
         import_torch_checkpoint(path, source="mit", input_shape=SIZE)
     with pytest.raises(ValueError, match="holds 'mobilenet_v2'"):
         import_torch_checkpoint(path, arch="resnet50", input_shape=SIZE)
-
-
-def keras_logits_with_torch_head(model, network, clip):
-    """Gives both networks the same random classifier, returns both clip logits."""
-    layer = model.get_layer("fc_cls")
-    rng = np.random.default_rng(3)
-    fan_in = layer.kernel.shape[0]
-    kernel = (rng.standard_normal(layer.kernel.shape) / np.sqrt(fan_in)).astype("float32")
-    bias = (0.1 * rng.standard_normal(layer.bias.shape)).astype("float32")
-    layer.set_weights([kernel, bias])
-    head = network.fc if hasattr(network, "fc") else network.classifier[1]
-    with torch.no_grad():
-        head.weight.copy_(torch.from_numpy(kernel.T))
-        head.bias.copy_(torch.from_numpy(bias))
-        frames = torch.from_numpy(clip).permute(0, 1, 4, 2, 3).reshape(-1, 3, *clip.shape[2:4])
-        expected = network(frames).view(clip.shape[0], clip.shape[1], -1).mean(1).numpy()
-    return np.asarray(model(clip)), expected
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "mobilenet_v2"])

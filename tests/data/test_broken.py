@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_data_utils import encode_video, gray_level, gray_video, write_frame_folder
+from tests.data.videos import encode_video, gray_level, gray_video, write_frame_folder
 from tsm_keras.data import DataConfig, DataError, DataReport, build_test_dataset, build_train_dataset
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from test_data_utils import decode_all, encode_video, gray_level, gray_number, gray_video, write_frame_folder
+from tests.data.videos import decode_all, encode_video, gray_level, gray_number, gray_video, write_frame_folder
 from tsm_keras.data import DataConfig, DataError, DataReport, build_test_dataset, build_train_dataset
 from tsm_keras.data import sources
 from tsm_keras.data.annotations import read_list

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from test_data_utils import frame_numbers, numbered_frames, write_frame_folder
+from tests.data.videos import frame_numbers, numbered_frames, write_frame_folder
 from tsm_keras.data import DataConfig, build_test_dataset, build_train_dataset, num_train_videos, num_videos
 
 NUM_VIDEOS = 8

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from test_data_utils import decode_all
+from tests.data.videos import decode_all
 from tsm_keras.data import DataConfig, SyntheticConfig, build_test_dataset, build_train_dataset, synthetic
 
 

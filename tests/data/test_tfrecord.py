@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from test_data_utils import encode_video, frame_numbers, numbered_frames
+from tests.data.videos import encode_video, frame_numbers, numbered_frames
 from tsm_keras.data import DataConfig, build_test_dataset, build_train_dataset, num_train_videos, num_videos
 from tsm_keras.cli.make_tfrecords import main as make_tfrecords
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from test_data_utils import decode_all, encode_video, frame_numbers, numbered_frames
+from tests.data.videos import decode_all, encode_video, frame_numbers, numbered_frames
 from tsm_keras.data.sources import SEEK_MIN_GAP, VideoReader, resized_shape
 
 

@@ -5,7 +5,7 @@ pairs) is trained from scratch for a few minutes on the built-in temporal
 dataset, exported offline and online in fp32 and int8 (int8 I/O, calibrated
 on the val split, the online model frame by frame), and all four LiteRT
 models classify the 204 videos of the test split. Figures are printed
-(`pytest -m slow -s tests/test_export_int8_accuracy.py`).
+(`pytest -m slow -s tests/export/test_int8_accuracy.py`).
 """
 
 import os

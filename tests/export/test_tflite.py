@@ -13,16 +13,17 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from test_export_online import per_frame_logits, relative_error, run_online
+from tests.online_reference import per_frame_logits, relative_error, run_online
 from tsm_keras import build_tsm
 from tsm_keras.export import build_online, calibration, flatbuffer, metadata, tflite
 from tsm_keras.export.exporter import export_tflite
 from tsm_keras.export.runtime import LiteRTModel
 
+from tests import REPO_ROOT
+
 SIZE = 64
 SEGMENTS = 4
 CLASSES = 6
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +272,7 @@ def test_state_requantization_repairs_a_mismatch(online_models, online):
 
 
 def load_cli():
-    spec = importlib.util.spec_from_file_location("to_tflite", os.path.join(REPO, "convert", "to_tflite.py"))
+    spec = importlib.util.spec_from_file_location("to_tflite", os.path.join(REPO_ROOT, "convert", "to_tflite.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -363,7 +364,6 @@ def test_data_config_follows_the_base_chain():
     from tsm_keras.export.exporter import load_data_config
     from tsm_keras.training.config import load_config
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.path.join(root, "configs", "quickstart_online.yaml")
+    path = os.path.join(REPO_ROOT, "configs", "quickstart_online.yaml")
     assert load_data_config(path) == load_config(path).data
     assert load_data_config(path).synthetic.num_classes == 10

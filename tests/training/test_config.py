@@ -8,8 +8,9 @@ import yaml
 
 from tsm_keras.training.config import Config, ConfigError, apply_overrides, load_config, parse_override
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_DIR = os.path.join(ROOT, "configs")
+from tests import REPO_ROOT
+
+CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
 
 MINIMAL = {
     "model": {"backbone": "mobilenet_v2", "num_classes": 4},
@@ -139,7 +140,7 @@ def test_circular_base_and_missing_files_are_refused(tmp_path):
 
 
 def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"train_{name}", os.path.join(ROOT, "train", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(f"train_{name}", os.path.join(REPO_ROOT, "train", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -21,7 +21,7 @@ trains the same steps with the same global batch. Global replica `i` reads shard
   gradient-scale bug cannot hide behind it; clipping under replicas has its
   own test.
 
-This file doubles as the worker script (`python tests/test_train_distributed.py
+This file doubles as the worker script (`python tests/training/test_distributed.py
 --role ...`), run in subprocesses because TensorFlow's device layout and
 cluster are fixed per process.
 """
@@ -38,7 +38,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import REPO_ROOT
+
 
 # Changes to the shared tiny config (tests/conftest.py).
 TINY_CHANGES = {
@@ -68,7 +69,7 @@ def free_ports(count):
 def run_role(role, config_path, work_dir, out_path, env=None):
     command = [sys.executable, os.path.abspath(__file__), "--role", role, "--config", config_path,
                "--work-dir", work_dir, "--out", out_path]
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT, **(env or {}))
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO_ROOT), **(env or {}))
     return subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -233,5 +234,5 @@ if __name__ == "__main__":
     parser.add_argument("--config")
     parser.add_argument("--work-dir")
     parser.add_argument("--out")
-    sys.path.insert(0, ROOT)
+    sys.path.insert(0, str(REPO_ROOT))
     _worker(parser.parse_args())

@@ -23,8 +23,9 @@ import numpy as np
 
 from tsm_keras.training.checkpoint import latest_checkpoint, list_checkpoints
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIT = os.path.join(ROOT, "train", "fit.py")
+from tests import REPO_ROOT
+
+FIT = os.path.join(REPO_ROOT, "train", "fit.py")
 STEPS_PER_EPOCH = 6
 
 # Changes to the shared tiny config (tests/conftest.py): dropout and flips on, a checkpoint every step.

@@ -19,8 +19,9 @@ from tsm_keras.training.config import load_config
 from tsm_keras.training.schedule import build_schedule
 from tsm_keras.training.trainer import build_model, build_optimizer, make_train_step
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_DIR = os.path.join(ROOT, "configs")
+from tests import REPO_ROOT
+
+CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
 CONFIGS = sorted(name for name in os.listdir(CONFIG_DIR) if name.endswith(".yaml"))
 # Tiny input, no ImageNet download, and a classifier initialised ~0 so that the expected
 # loss and classifier update below are exact to ~1e-5.

@@ -14,7 +14,8 @@ from tsm_keras.training.config import Config, load_config
 from tsm_keras.training.testing import load_test_model
 from tsm_keras.training.trainer import Trainer, build_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests import REPO_ROOT
+
 
 # Changes to the shared tiny config (tests/conftest.py): 4 classes, 3 test videos each, 3 crops.
 CHANGES = {
@@ -51,7 +52,7 @@ def test_fit_leaves_the_documented_work_dir(trained):
 
 
 def load_script(name):
-    spec = importlib.util.spec_from_file_location(f"train_{name}", os.path.join(ROOT, "train", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(f"train_{name}", os.path.join(REPO_ROOT, "train", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -13,7 +13,7 @@ from tsm_keras import TemporalShift, build_tsm, reparameterize
 from tsm_keras.models.backbones.folding import fold_batch_norm, identity_kernel
 from tsm_keras.models.backbones.mobileone import block_settings
 
-from test_mobileone_model import calibrate, float64, randomize
+from tests.models.backbones.mobileone_helpers import calibrate, float64, randomize
 
 FRAME = (64, 64, 3)
 SEGMENTS = 4

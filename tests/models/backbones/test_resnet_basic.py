@@ -16,10 +16,15 @@ import pytest  # noqa: E402
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-import torch_reference as ref  # noqa: E402
-from test_export_online import per_frame_logits, relative_error, run_online  # noqa: E402
-from test_import_parity import assert_clip_parity, make_reference, random_clip, save_mmaction2  # noqa: E402
-from test_import_strictness import keras_logits_with_torch_head  # noqa: E402
+from tests import torch_reference as ref  # noqa: E402
+from tests.online_reference import per_frame_logits, relative_error, run_online  # noqa: E402
+from tests.convert.parity import (  # noqa: E402
+    assert_clip_parity,
+    keras_logits_with_torch_head,
+    make_reference,
+    random_clip,
+    save_mmaction2,
+)
 
 from tsm_keras import build_tsm, model_complexity  # noqa: E402
 from tsm_keras.convert import import_torch_checkpoint  # noqa: E402
