@@ -15,8 +15,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tests import torch_reference as ref  # noqa: E402
-
 import tsm_keras  # noqa: E402
 from tsm_keras import presets  # noqa: E402
 from tsm_keras.models import TSM, build_tsm  # noqa: E402
@@ -24,6 +22,7 @@ from tsm_keras.training.config import load_config  # noqa: E402
 from tsm_keras.convert import import_torch_checkpoint, load_torch_checkpoint  # noqa: E402
 
 from tests import REPO_ROOT  # noqa: E402
+from tests import torch_reference as ref  # noqa: E402
 
 SIZE = 32
 MOBILENET = "tsm_mobilenetv2_1x1x8_k400"

@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import pathlib
 
 import keras
 import numpy as np
@@ -10,11 +9,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from tests import REPO_ROOT  # noqa: E402
 from tests import torch_reference as ref  # noqa: E402
 
 from tsm_keras.convert import load_torch_checkpoint  # noqa: E402
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "convert" / "import_torch.py"
+SCRIPT = REPO_ROOT / "convert" / "import_torch.py"
 
 
 def load_script():

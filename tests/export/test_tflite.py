@@ -13,13 +13,13 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from tests.online_reference import per_frame_logits, relative_error, run_online
 from tsm_keras import build_tsm
 from tsm_keras.export import build_online, calibration, flatbuffer, metadata, tflite
 from tsm_keras.export.exporter import export_tflite
 from tsm_keras.export.runtime import LiteRTModel
 
 from tests import REPO_ROOT
+from tests.online_reference import per_frame_logits, relative_error, run_online
 
 SIZE = 64
 SEGMENTS = 4

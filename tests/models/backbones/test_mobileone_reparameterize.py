@@ -1,6 +1,5 @@
 """MobileOne reparameterization: train vs deploy parity, single-conv blocks, round trip, CLI."""
 
-import pathlib
 import runpy
 import sys
 
@@ -13,11 +12,12 @@ from tsm_keras import TemporalShift, build_tsm, reparameterize
 from tsm_keras.models.backbones.folding import fold_batch_norm, identity_kernel
 from tsm_keras.models.backbones.mobileone import block_settings
 
+from tests import REPO_ROOT
 from tests.models.backbones.mobileone_helpers import calibrate, float64, randomize
 
 FRAME = (64, 64, 3)
 SEGMENTS = 4
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "convert" / "reparameterize.py"
+SCRIPT = REPO_ROOT / "convert" / "reparameterize.py"
 PARITY = 1e-4
 
 
