@@ -47,7 +47,7 @@ def run(command, *arguments, cwd):
 def online_top1(tflite_path, data_config, split="test"):
     """Held-out top-1 of an online LiteRT model on the config's test views, frame by frame."""
     from tsm_keras.data import build_test_dataset
-    from tsm_keras.stream import OnlineStream
+    from tsm_keras.inference.stream import OnlineStream
 
     stream = OnlineStream(tflite_path, history=1)
     correct = total = 0

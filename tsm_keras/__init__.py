@@ -27,8 +27,9 @@ _PUBLIC_API = {
     "TSM": "tsm_keras.models",
     "build_tsm": "tsm_keras.models",
     "model_complexity": "tsm_keras.models",
-    "OnlineTSM": "tsm_keras.export",
-    "build_online": "tsm_keras.export",
+    "TSMSpec": "tsm_keras.models",
+    "OnlineTSM": "tsm_keras.models",
+    "build_online": "tsm_keras.models",
     "reparameterize": "tsm_keras.models.reparameterize",
     "import_torch_checkpoint": "tsm_keras.convert",
     "load_torch_checkpoint": "tsm_keras.convert",
@@ -43,7 +44,7 @@ _PUBLIC_API = {
 _SERIALIZABLE_MODULES = (
     "tsm_keras.layers",
     "tsm_keras.models",
-    "tsm_keras.export.online",
+    "tsm_keras.models.online",
 )
 
 

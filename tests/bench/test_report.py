@@ -226,8 +226,8 @@ def test_training_configurations_parse_and_validate():
         with pytest.raises(argparse.ArgumentTypeError, match="BACKBONE:B1,B2"):
             parse_configuration(bad)
     config = training_config("mobilenet_v2", batch_size=4, num_segments=8, size=224, num_classes=400)
-    kwargs = config.model.build_kwargs(config.data)
-    assert (kwargs["backbone"], kwargs["num_segments"], kwargs["input_shape"]) == ("mobilenet_v2", 8, (224, 224, 3))
+    spec = config.model_spec()
+    assert (spec.backbone, spec.num_segments, spec.input_shape) == ("mobilenet_v2", 8, (224, 224, 3))
     assert config.train.batch_per_replica == 4
     assert config.optimizer.clip_grad_norm == 20.0
 

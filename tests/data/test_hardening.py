@@ -344,7 +344,7 @@ def test_make_tfrecords_never_leaves_shards_without_their_index(real_clips, tmp_
 
 
 def test_predict_names_a_directory_and_a_broken_video_in_one_line(real_clips, tmp_path, capsys):
-    from tsm_keras import predict
+    from tsm_keras.inference import predict
     from tsm_keras.cli import predict as predict_cli
 
     (tmp_path / "model.keras").write_bytes(b"checked after the inputs")
@@ -406,7 +406,7 @@ def test_odd_but_valid_files_are_not_called_truncated(tmp_path, name, pts):
 
 
 def test_the_stream_runner_reads_files_through_the_same_checks(real_clips, tmp_path):
-    from tsm_keras.stream import decode_frames
+    from tsm_keras.inference.stream import decode_frames
 
     _, clips = real_clips
     (tmp_path / "no_decoder.mp4").write_bytes(open(clips["index_last.mp4"], "rb").read()[:5100])

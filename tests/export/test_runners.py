@@ -1,4 +1,4 @@
-"""The runners: `tsm_keras.predict` (top-5 of a video) and `tsm_keras.stream` (online, frame by frame)."""
+"""The runners: `tsm_keras.inference.predict` (top-5 of a video) and `tsm_keras.inference.stream` (online, frame by frame)."""
 
 import os
 
@@ -11,8 +11,8 @@ import tensorflow as tf
 from tsm_keras.data import DataConfig, build_test_dataset, synthetic
 from tsm_keras.export import build_online
 from tsm_keras.export.exporter import export_tflite
-from tsm_keras import predict as predict_module
-from tsm_keras import stream as stream_module
+from tsm_keras.inference import predict as predict_module
+from tsm_keras.inference import stream as stream_module
 from tsm_keras.cli import predict as predict_cli
 from tsm_keras.cli import stream as stream_cli
 

@@ -40,11 +40,15 @@ def test_defaults_are_the_mmaction2_r50_recipe():
     assert config.model.dropout == 0.5 and config.model.init_std == 0.001
 
 
-def test_model_kwargs_take_segments_and_frame_size_from_data():
+def test_model_spec_takes_segments_and_frame_size_from_data():
     config = Config.from_dict(MINIMAL)
-    kwargs = config.model.build_kwargs(config.data)
-    assert kwargs["num_segments"] == config.data.num_frames_per_clip == 8
-    assert kwargs["input_shape"] == (32, 32, 3)
+    spec = config.model_spec()
+    assert spec.num_segments == config.data.num_frames_per_clip == 8
+    assert spec.input_shape == (32, 32, 3)
+    assert config.model_spec(input_size=48).input_shape == (48, 48, 3)
+    assert (spec.backbone, spec.num_classes, spec.shift_div) == ("mobilenet_v2", 4, 8)
+    tsn = Config.from_dict({**MINIMAL, "model": {**MINIMAL["model"], "shift": False}})
+    assert tsn.model_spec().shift_div == 0
 
 
 def test_round_trip_through_yaml(tmp_path):
@@ -213,3 +217,39 @@ def test_seed_rows_carry_the_reference_recipe(name):
         assert {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166} == flips
     else:
         assert config.model.num_classes == 400 and flips == {}
+
+
+def test_num_classes_must_match_the_label_map_of_file_based_data(tmp_path):
+    """A 2-name label map with an inherited `num_classes: 10` is refused, naming both."""
+    (tmp_path / "labels.txt").write_text("open\nclose\n")
+    (tmp_path / "train.txt").write_text("a.mp4 0\n")
+    base = {"model": {"backbone": "mobilenet_v2", "num_classes": 10}, "schedule": {"milestones": [2]},
+            "train": {"epochs": 6}}
+    write(tmp_path, base, "base.yaml")
+    child = {"base": "base.yaml", "data": {"source": "video", "train_list": str(tmp_path / "train.txt"),
+                                           "label_map": str(tmp_path / "labels.txt")}}
+    path = write(tmp_path, child, "child.yaml")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert f"model.num_classes: expected 2 (the classes of data.label_map '{tmp_path / 'labels.txt'}'), got 10" \
+        in str(error.value)
+    assert load_config(path, ["model.num_classes=2"]).model.num_classes == 2
+    with pytest.raises(ConfigError, match=r"data\.label_map: label map .*missing\.txt"):
+        load_config(path, ["model.num_classes=2", f"data.label_map={tmp_path / 'missing.txt'}"])
+
+
+def test_resolved_config_drops_the_synthetic_block_of_a_base(tmp_path):
+    write(tmp_path, MINIMAL, "parent.yaml")
+    child = {"base": "parent.yaml", "data": {"source": "video", "train_list": "train.txt"}}
+    config = load_config(write(tmp_path, child, "child.yaml"))
+    assert "synthetic" not in config.to_dict()["data"]
+    assert "synthetic" in Config.from_dict(MINIMAL).to_dict()["data"]  # kept when it is used
+    again = load_config(write(tmp_path, yaml.safe_load(config.to_yaml()), "again.yaml"))
+    assert again.to_dict() == config.to_dict()
+
+
+def test_base_path_may_be_absolute(tmp_path):
+    parent = write(tmp_path, MINIMAL, "parent.yaml")
+    (tmp_path / "sub").mkdir()
+    child = write(tmp_path, {"base": parent, "train": {"epochs": 4}}, "sub/child.yaml")
+    assert load_config(child).train.epochs == 4

@@ -140,15 +140,9 @@ def benchmark_tflite(path, threads=1, use_xnnpack=True, runs=50, warmup=5, seed=
     resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     rss_start = _rss_mb()
     start = time.perf_counter()
-    interpreter = Interpreter(
-        model_path=str(path), num_threads=int(threads), experimental_op_resolver_type=resolver
+    interpreter = _allocated_interpreter(
+        Interpreter(model_path=str(path), num_threads=int(threads), experimental_op_resolver_type=resolver)
     )
-    for detail in interpreter.get_input_details():
-        signature = detail.get("shape_signature")
-        if signature is not None and any(int(size) < 0 for size in signature):
-            fixed = [1 if int(size) < 0 else int(size) for size in signature]
-            interpreter.resize_tensor_input(detail["index"], fixed)
-    interpreter.allocate_tensors()
     init_ms = (time.perf_counter() - start) * 1000.0
     rss_init = _rss_mb()
 
@@ -166,15 +160,7 @@ def benchmark_tflite(path, threads=1, use_xnnpack=True, runs=50, warmup=5, seed=
     run_ms = [timed_invoke() for _ in range(runs)]
     rss_end = _rss_mb()
 
-    stats = latency_stats(run_ms)
-    latency = dict.fromkeys(records.LATENCY_KEYS)
-    latency.update({key: stats[key] for key in ("avg", "min", "max", "std", "median", "p5", "p95", "count")})
-    latency.update(
-        init=init_ms,
-        first=(warmup_ms or run_ms)[0],
-        warmup_avg=float(np.mean(warmup_ms)) if warmup_ms else None,
-        warmup_count=len(warmup_ms),
-    )
+    latency = _latency_record(init_ms, warmup_ms, run_ms)
     try:
         xnnpack_applied = any(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
     except (AttributeError, KeyError, RuntimeError):  # private API: tolerate its absence
@@ -193,6 +179,31 @@ def benchmark_tflite(path, threads=1, use_xnnpack=True, runs=50, warmup=5, seed=
             for detail in inputs
         ],
     }
+
+
+def _allocated_interpreter(interpreter):
+    """Gives dynamic input dimensions the size 1 (as benchmark_model does) and allocates."""
+    for detail in interpreter.get_input_details():
+        signature = detail.get("shape_signature")
+        if signature is not None and any(int(size) < 0 for size in signature):
+            fixed = [1 if int(size) < 0 else int(size) for size in signature]
+            interpreter.resize_tensor_input(detail["index"], fixed)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _latency_record(init_ms, warmup_ms, run_ms):
+    """The `latency_ms` record (keys `records.LATENCY_KEYS`) of one run."""
+    stats = latency_stats(run_ms)
+    latency = dict.fromkeys(records.LATENCY_KEYS)
+    latency.update({key: stats[key] for key in ("avg", "min", "max", "std", "median", "p5", "p95", "count")})
+    latency.update(
+        init=init_ms,
+        first=(warmup_ms or run_ms)[0],
+        warmup_avg=float(np.mean(warmup_ms)) if warmup_ms else None,
+        warmup_count=len(warmup_ms),
+    )
+    return latency
 
 
 def host_target(runner):

@@ -8,7 +8,7 @@ resize, crops, normalisation); the protocol is the data config's or, without
 one, a single centre view. Scores are softmax probabilities averaged over the
 views. A `.tflite` model brings its labels and preprocessing in its
 `FILE.tflite.json` sidecar; an online one is fed the frames one by one with
-carried states (see `tsm_keras.predict`).
+carried states (see `tsm_keras.inference.predict`).
 """
 
 import os
@@ -37,7 +37,7 @@ def run(args):
     if args.top < 1:
         raise common.UsageError(f"--top must be >= 1, got {args.top}")
     from tsm_keras.export.exporter import load_data_config
-    from tsm_keras.predict import predict
+    from tsm_keras.inference.predict import predict
 
     data_config = load_data_config(args.data_config) if args.data_config else None
     ranking, num_views = predict(args.model, args.video, data_config, args.labels, args.top, args.threads)

@@ -8,7 +8,7 @@ Every frame is decoded, resized, centre-cropped and normalised as the model's
 frame (zero at the start of every video). A frame's prediction is the argmax
 of the sum of the last --history logit vectors (the authors' demo).
 `--frame-step N` feeds every N-th frame, to match the frame spacing of the
-training clips (see `tsm_keras.stream`). Each
+training clips (see `tsm_keras.inference.stream`). Each
 frame prints its prediction and the interpreter latency; a latency summary
 (median, p90, mean) ends each video and the run. Exit status 1 when no video
 could be streamed.
@@ -63,7 +63,7 @@ def run(args):
     if args.history < 1:
         raise common.UsageError(f"--history must be >= 1, got {args.history}")
     from tsm_keras.data import DataError
-    from tsm_keras.stream import OnlineStream
+    from tsm_keras.inference.stream import OnlineStream
 
     stream = OnlineStream(args.model, history=args.history, num_threads=args.threads)
     all_latencies, failed, predictions = [], [], {}

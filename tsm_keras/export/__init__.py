@@ -1,6 +1,7 @@
 """Export of TSM models: the online per-frame model and LiteRT conversion.
 
-- `online`: `build_online(model)` -> `OnlineTSM` (per-frame, explicit states).
+- `build_online(model)` -> `OnlineTSM` (per-frame, explicit states), re-exported
+  from `tsm_keras.models.online`, where it lives beside the offline model.
 - `tflite`: `convert_offline`, `convert_online` (builtin ops only; fp32, fp16,
   dynamic, int8), `float_islands`.
 - `flatbuffer`: op lists, signature tensors, state quantization checks.
@@ -14,7 +15,7 @@
 - `check`: how close a LiteRT model is to its Keras TSM (`tsm-export --check`).
 """
 
-from tsm_keras.export.online import (
+from tsm_keras.models.online import (
     OnlineContext,
     OnlineTSM,
     OnlineTemporalShift,

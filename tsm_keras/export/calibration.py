@@ -24,7 +24,7 @@ import tempfile
 
 import numpy as np
 
-from tsm_keras.export.online import IMAGE_NAME
+from tsm_keras.models.online import IMAGE_NAME
 from tsm_keras.export.runtime import KerasOnlineRunner, stream_frames
 from tsm_keras.export.tflite import CLIP_NAME
 

@@ -16,7 +16,7 @@ averaged over the clip, on both sides.
 import numpy as np
 
 from tsm_keras.export import calibration
-from tsm_keras.export.online import build_online
+from tsm_keras.models.online import build_online
 from tsm_keras.export.runtime import KerasOnlineRunner, LiteRTModel, clip_logits
 from tsm_keras.export.tflite import CLIP_NAME
 

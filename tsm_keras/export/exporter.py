@@ -8,7 +8,7 @@ ops only, and writes `FILE.tflite` plus `FILE.tflite.json`.
 import os
 
 from tsm_keras.export import calibration, metadata, tflite
-from tsm_keras.export.online import build_online
+from tsm_keras.models.online import build_online
 
 MODES = ("offline", "online")
 
@@ -21,8 +21,8 @@ def load_data_config(path):
 
     values = read_config_file(path)  # a ValueError naming the file when unreadable
     if "data" in values:
-        return DataConfig.from_dict(values["data"] or {}, prefix=f"{path}: data")
-    return DataConfig.from_dict(values, prefix=f"{path}: data")
+        return DataConfig.from_dict(values["data"] or {}, path=f"{path}: data")
+    return DataConfig.from_dict(values, path=f"{path}: data")
 
 
 def resolve_labels(num_classes, labels=None, data_config=None):
@@ -78,35 +78,14 @@ def export_tflite(
     Returns:
         `(model_content, ModelMetadata)`.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if quant not in tflite.QUANT_MODES:
-        raise ValueError(f"quant must be one of {tflite.QUANT_MODES}, got {quant!r}")
-    if io not in tflite.IO_TYPES:
-        raise ValueError(f"io must be one of {tflite.IO_TYPES}, got {io!r}")
-    if io == "int8" and quant != "int8":
-        raise ValueError(f"io='int8' needs quant='int8' (a {quant} model has float inputs and outputs)")
-    if not os.fspath(out).endswith(".tflite"):
-        raise ValueError(f"out must end with .tflite, got {out}")
+    _check_arguments(out, mode, quant, io)
     names = resolve_labels(model.num_classes, labels, data_config)
     target = build_online(model) if mode == "online" else model
     representative, calibration_info = None, None
     if quant == "int8":
-        config, split = calibration.calibration_config(
-            data_config, model.frame_shape[:2], model.num_segments, calib
+        representative, calibration_info = _calibrate(
+            model, target, mode, data_config, calib, calib_videos
         )
-        clips = calibration.calibration_clips(config, split, calib_videos)
-        samples = (
-            calibration.online_samples(target, clips)
-            if mode == "online"
-            else calibration.offline_samples(clips)
-        )
-        representative = calibration.representative_dataset(samples)
-        calibration_info = {
-            "source": os.fspath(calib) if calib is not None else f"{config.source}:{split}",
-            "videos": calib_videos,
-            "samples": representative.num_samples,
-        }
     if mode == "online":
         content = tflite.convert_online(target, quant, representative, io)
         state_names = list(target.state_names)
@@ -135,3 +114,37 @@ def export_tflite(
     )
     metadata.save_metadata(info, out)
     return content, info
+
+
+def _check_arguments(out, mode, quant, io):
+    """Refuses an impossible export before any work, naming the argument."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if quant not in tflite.QUANT_MODES:
+        raise ValueError(f"quant must be one of {tflite.QUANT_MODES}, got {quant!r}")
+    if io not in tflite.IO_TYPES:
+        raise ValueError(f"io must be one of {tflite.IO_TYPES}, got {io!r}")
+    if io == "int8" and quant != "int8":
+        raise ValueError(f"io='int8' needs quant='int8' (a {quant} model has float inputs and outputs)")
+    if not os.fspath(out).endswith(".tflite"):
+        raise ValueError(f"out must end with .tflite, got {out}")
+
+
+def _calibrate(model, target, mode, data_config, calib, calib_videos):
+    """The int8 representative dataset (real clips, streamed for an online model) and its record."""
+    config, split = calibration.calibration_config(
+        data_config, model.frame_shape[:2], model.num_segments, calib
+    )
+    clips = calibration.calibration_clips(config, split, calib_videos)
+    samples = (
+        calibration.online_samples(target, clips)
+        if mode == "online"
+        else calibration.offline_samples(clips)
+    )
+    representative = calibration.representative_dataset(samples)
+    calibration_info = {
+        "source": os.fspath(calib) if calib is not None else f"{config.source}:{split}",
+        "videos": calib_videos,
+        "samples": representative.num_samples,
+    }
+    return representative, calibration_info

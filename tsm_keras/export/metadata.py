@@ -5,7 +5,7 @@ the graph: class names, the preprocessing (input size, short-side resize,
 mean / std on 0..255 RGB), the temporal settings (num_segments, shift
 settings), and the signature with every input's and output's shape, dtype
 and quantization, including the state names of an online model. The
-runners (`tsm_keras.predict`, `tsm_keras.stream`) read it with
+runners (`tsm_keras.inference.predict`, `tsm_keras.inference.stream`) read it with
 `load_metadata`.
 
 Format (`format: "tsm_keras.litert/1"`)::

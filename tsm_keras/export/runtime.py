@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 INTEGER_TYPES = (np.int8, np.uint8, np.int16)
-# Signature names of an exported online model (`tsm_keras.export.online`;
+# Signature names of an exported online model (`tsm_keras.models.online`;
 # not imported from there, which would load Keras into a LiteRT-only runner).
 IMAGE_NAME = "image"
 LOGITS_NAME = "logits"

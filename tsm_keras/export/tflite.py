@@ -19,7 +19,7 @@ has one signature, `serving_default`, with these names:
 
 - offline: input `clip` `(1, T, H, W, 3)`, output `logits` `(1, num_classes)`;
 - online: inputs `image` `(1, H, W, 3)` and `state_*`, outputs `logits` and
-  `state_*` (see `tsm_keras.export.online`).
+  `state_*` (see `tsm_keras.models.online`).
 
 Quantization modes (`QUANT_MODES`):
 
@@ -43,7 +43,7 @@ import keras
 import tensorflow as tf
 
 from tsm_keras.export import flatbuffer
-from tsm_keras.export.online import IMAGE_NAME, LOGITS_NAME
+from tsm_keras.models.online import IMAGE_NAME, LOGITS_NAME
 
 QUANT_MODES = ("fp32", "fp16", "dynamic", "int8")
 IO_TYPES = ("float", "int8")

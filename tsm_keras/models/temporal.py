@@ -10,7 +10,7 @@ Wherever the TSM papers put a temporal operation, a builder calls its
 - `context.non_local(x, name)` after the blocks that carry a Non-local block.
 
 The offline TSM, its TSN twin (no shift) and the online per-frame model
-(`tsm_keras.export.online`) are the same backbone code driven by different
+(`tsm_keras.models.online`) are the same backbone code driven by different
 contexts, so layer names and weights line up between them by construction.
 
 The context is immutable. A builder that changes the clip length seen by

@@ -4,6 +4,8 @@ import keras
 
 from tsm_keras.layers import MergeSegments, NonLocal, SegmentConsensus
 from tsm_keras.models.backbones import get_backbone
+from tsm_keras.models.head import classifier_head
+from tsm_keras.models.spec import TSMSpec
 from tsm_keras.models.temporal import TemporalContext
 from tsm_keras.models.torch_weights import load_torch_backbone_weights
 
@@ -18,7 +20,35 @@ def register_preset_loader(loader):
     _preset_loader = loader
 
 
+# Read-only model attributes that mirror the spec (`frame_shape` is the spec's
+# `input_shape`: keras.Model has an `input_shape` of its own).
+SPEC_ATTRIBUTES = {name: name for name in TSMSpec.field_names() if name != "input_shape"}
+SPEC_ATTRIBUTES["frame_shape"] = "input_shape"
+
+
+def split_spec_arguments(spec, kwargs, default_name):
+    """`(TSMSpec, keras.Model kwargs)` from `Model(spec)`, `Model(backbone, **fields)` or `Model(**fields)`."""
+    fields = {name: kwargs.pop(name) for name in TSMSpec.field_names() if name in kwargs}
+    if isinstance(spec, TSMSpec):
+        if fields:
+            raise ValueError(f"pass either a TSMSpec or its fields, not both (got {sorted(fields)} too)")
+    else:
+        if spec is not None:
+            fields["backbone"] = spec
+        spec = TSMSpec(**fields)
+    kwargs.setdefault("name", default_name.format(backbone=spec.backbone))
+    return spec, kwargs
+
+
+def with_spec_attributes(model_class):
+    """Adds the read-only `SPEC_ATTRIBUTES` properties (`model.backbone`, ...) to a model class."""
+    for attribute, field in SPEC_ATTRIBUTES.items():
+        setattr(model_class, attribute, property(lambda self, field=field: getattr(self.spec, field)))
+    return model_class
+
+
 @keras.saving.register_keras_serializable(package="tsm_keras")
+@with_spec_attributes
 class TSM(keras.Model):
     """Temporal Shift Module network (Lin, Gan and Han, ICCV 2019).
 
@@ -29,129 +59,62 @@ class TSM(keras.Model):
     forward and `1/shift_div` one frame backward, pooled, classified per frame
     (dropout + linear layer) and averaged over time (TSN consensus).
 
+    The architecture is a `TSMSpec` (see it for every field, its default and
+    its allowed values): `TSM(spec)`, or the spec's fields as keyword
+    arguments (`TSM(backbone="resnet50", num_classes=400)`, also the form of
+    `get_config`, so `.keras` files of either form load). `model.spec` holds
+    it; `model.backbone`, `model.num_segments`, ..., `model.frame_shape`
+    (the spec's `input_shape`) read it.
+
     Args:
-        backbone: a name registered in `tsm_keras.models.backbones`
-            (`"resnet50"`, `"resnet101"`, `"mobilenet_v2"`, `"mobileone_s4"`, ...).
-        num_classes: int, size of the classifier.
-        num_segments: int, frames per clip `T`.
-        shift_div: int, `1 / shift_div` of the channels shift each way;
-            `0` builds the TSN twin (same network, no shift).
-        shift_place: `"blockres"` (shift inside the residual branch) or
-            `"block"` (shift the block input).
-        direction: `"bidirectional"` (offline) or `"unidirectional"` (online,
-            causal; required by `tsm_keras.export.build_online`).
-        non_local: None, `"dot_product"`, `"gaussian"` or `"embedded_gaussian"`
-            (ResNet only: after layer2.{0,2} and layer3.{0,2,4}).
-        temporal_pool: bool, max-pool time by 2 before stage 2 (ResNet only).
-        layout: `"keras"` (keras.applications weights) or `"torch"` (PyTorch
-            checkpoint layout).
-        input_shape: `(H, W, 3)` of each frame.
-        dropout: float, dropout rate before the classifier.
-        bn_momentum: float, Keras BatchNorm momentum (0.9 equals PyTorch's 0.1;
-            `keras.applications` uses 0.999, which lags in short trainings).
-        init_std: float, std of the classifier's normal initialiser.
-        backbone_options: dict of extra keyword arguments for the backbone.
-        **kwargs: `keras.Model` arguments (`name`, `dtype`, ...).
+        spec: a `TSMSpec`, or a backbone name followed by the other fields
+            as keywords.
+        **kwargs: the `TSMSpec` fields (when `spec` is not one) and
+            `keras.Model` arguments (`name`, `dtype`, ...).
 
     Example:
 
-    >>> model = TSM("mobilenet_v2", num_classes=10, num_segments=8,
-    ...             input_shape=(112, 112, 3))
+    >>> spec = TSMSpec(backbone="mobilenet_v2", num_classes=10, num_segments=8,
+    ...                input_shape=(112, 112, 3))
+    >>> model = TSM(spec)
     >>> model(np.zeros((2, 8, 112, 112, 3), "float32")).shape
     (2, 10)
+    >>> TSM.from_config(model.get_config()).spec == spec
+    True
     """
 
-    def __init__(
-        self,
-        backbone="resnet50",
-        num_classes=400,
-        num_segments=8,
-        shift_div=8,
-        shift_place="blockres",
-        direction="bidirectional",
-        non_local=None,
-        temporal_pool=False,
-        layout="keras",
-        input_shape=(224, 224, 3),
-        dropout=0.5,
-        bn_momentum=0.9,
-        init_std=0.001,
-        backbone_options=None,
-        **kwargs,
-    ):
-        spec = get_backbone(backbone)
-        if int(num_classes) < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        input_shape = tuple(int(dim) for dim in input_shape)
+    def __init__(self, spec=None, **kwargs):
+        spec, kwargs = split_spec_arguments(spec, kwargs, "tsm_{backbone}")
         context = TemporalContext(
-            num_segments=num_segments,
-            shift_div=shift_div,
-            shift_place=shift_place,
-            direction=direction,
-            non_local_mode=non_local,
-            use_temporal_pool=temporal_pool,
-            bn_momentum=bn_momentum,
+            num_segments=spec.num_segments,
+            shift_div=spec.shift_div,
+            shift_place=spec.shift_place,
+            direction=spec.direction,
+            non_local_mode=spec.non_local,
+            use_temporal_pool=spec.temporal_pool,
+            bn_momentum=spec.bn_momentum,
         )
-        clips = keras.Input((int(num_segments),) + input_shape, name="clip")
+        clips = keras.Input((spec.num_segments,) + spec.input_shape, name="clip")
         frames = MergeSegments(name="merge_segments")(clips)
-        features, segments_after = spec.build(
-            frames, context, layout=layout, **(backbone_options or {})
+        features, segments_after = get_backbone(spec.backbone).build(
+            frames, context, layout=spec.layout, **spec.backbone_options
         )
-        pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
-        pooled = keras.layers.Dropout(dropout, name="dropout")(pooled)
-        frame_logits = keras.layers.Dense(
-            num_classes,
-            kernel_initializer=keras.initializers.RandomNormal(stddev=init_std),
-            name="fc_cls",
-        )(pooled)
+        frame_logits = classifier_head(features, spec)
         logits = SegmentConsensus(segments_after, name="consensus", dtype="float32")(
             frame_logits
         )
-        kwargs.setdefault("name", f"tsm_{backbone}")
         super().__init__(inputs=clips, outputs=logits, **kwargs)
-        self.backbone = backbone
-        self.num_classes = int(num_classes)
-        self.num_segments = int(num_segments)
-        self.shift_div = int(shift_div or 0)
-        self.shift_place = shift_place
-        self.direction = direction
-        self.non_local = non_local
-        self.temporal_pool = bool(temporal_pool)
-        self.layout = layout
-        self.frame_shape = input_shape
-        self.dropout = float(dropout)
-        self.bn_momentum = float(bn_momentum)
-        self.init_std = float(init_std)
-        self.backbone_options = dict(backbone_options or {})
+        self.spec = spec
 
     def tsm_config(self):
-        """The architecture arguments (everything but Keras' own)."""
-        return {
-            "backbone": self.backbone,
-            "num_classes": self.num_classes,
-            "num_segments": self.num_segments,
-            "shift_div": self.shift_div,
-            "shift_place": self.shift_place,
-            "direction": self.direction,
-            "non_local": self.non_local,
-            "temporal_pool": self.temporal_pool,
-            "layout": self.layout,
-            "input_shape": self.frame_shape,
-            "dropout": self.dropout,
-            "bn_momentum": self.bn_momentum,
-            "init_std": self.init_std,
-            "backbone_options": self.backbone_options,
-        }
+        """The architecture as a plain dict (`self.spec.to_dict()`)."""
+        return self.spec.to_dict()
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable, **self.tsm_config()}
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["input_shape"] = tuple(config["input_shape"])
         return cls(**config)
 
     @classmethod
@@ -167,26 +130,11 @@ class TSM(keras.Model):
         return _preset_loader(name, **kwargs)
 
 
-def build_tsm(
-    backbone,
-    num_classes,
-    num_segments=8,
-    shift_div=8,
-    shift_place="blockres",
-    direction="bidirectional",
-    non_local=None,
-    temporal_pool=False,
-    layout="keras",
-    weights=None,
-    input_shape=(224, 224, 3),
-    dropout=0.5,
-    shift=True,
-    **kwargs,
-):
-    """Builds a TSM (see `TSM` for the arguments) and optionally loads weights.
+def build_tsm(backbone, num_classes, weights=None, shift=True, **kwargs):
+    """`TSM(TSMSpec(backbone=..., num_classes=..., **kwargs))`, optionally with weights.
 
     Args:
-        shift: bool, `False` is the same as `shift_div=0` (the TSN twin).
+        backbone, num_classes: the first two `TSMSpec` fields.
         weights: backbone initialisation. None (random); `"imagenet"` (Keras
             ImageNet weights, downloaded by `keras.applications`, layout
             `"keras"`); or a path to a weight file of the matching
@@ -198,7 +146,9 @@ def build_tsm(
             (and any Non-local block) keeps its initialisation. To restore a
             whole trained TSM use `model.load_weights(...)` or
             `keras.saving.load_model(...)`.
-        **kwargs: further `TSM` arguments (`bn_momentum`, `init_std`, ...).
+        shift: bool, `False` is the same as `shift_div=0` (the TSN twin).
+        **kwargs: the other `TSMSpec` fields (`num_segments`, `shift_div`,
+            `input_shape`, ...) and `keras.Model` arguments (`name`).
 
     Example:
 
@@ -206,20 +156,9 @@ def build_tsm(
     >>> model.output_shape
     (None, 400)
     """
-    model = TSM(
-        backbone=backbone,
-        num_classes=num_classes,
-        num_segments=num_segments,
-        shift_div=shift_div if shift else 0,
-        shift_place=shift_place,
-        direction=direction,
-        non_local=non_local,
-        temporal_pool=temporal_pool,
-        layout=layout,
-        input_shape=input_shape,
-        dropout=dropout,
-        **kwargs,
-    )
+    if not shift:
+        kwargs["shift_div"] = 0
+    model = TSM(backbone=backbone, num_classes=num_classes, **kwargs)
     if weights is not None:
         load_weights(model, weights)
     return model

@@ -29,4 +29,5 @@ from tsm_keras.training.evaluation import EvaluationResult, evaluate, pair_accur
 from tsm_keras.training.optimizer import GroupedSGD, ParamGroup, reference_param_groups
 from tsm_keras.training.schedule import WarmupSchedule, build_schedule
 from tsm_keras.training.testing import load_test_model, run_test
-from tsm_keras.training.trainer import FitResult, Trainer, build_model, freeze_partial_bn
+from tsm_keras.training.builders import build_model, freeze_partial_bn
+from tsm_keras.training.trainer import FitResult, Trainer

@@ -9,6 +9,7 @@ import tensorflow as tf
 from tsm_keras.data import build_test_dataset
 from tsm_keras.training import checkpoint as checkpoint_lib
 from tsm_keras.training import evaluation
+from tsm_keras.training.builders import CHECKPOINT_DIR, FINAL_WEIGHTS, build_model, class_names, time_reversed_pairs
 
 METRICS_FILE = "metrics.json"
 CONFUSION_FILE = "confusion_matrix.png"
@@ -27,8 +28,6 @@ def load_test_model(config, checkpoint):
             (`checkpoints/step-*`), or a work dir (its `final.weights.h5`,
             else its newest checkpoint).
     """
-    from tsm_keras.training.trainer import CHECKPOINT_DIR, FINAL_WEIGHTS, build_model
-
     path = os.fspath(checkpoint)
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, checkpoint_lib.STATE_FILE)):
         if os.path.isfile(os.path.join(path, FINAL_WEIGHTS)):
@@ -94,8 +93,6 @@ def run_test(config, model, out_dir, split=None, dump=None, verbose=1):
         The metrics dict (`top1`, `top5`, `mean_class_accuracy`,
         `num_videos`, and `pair_accuracy` for the synthetic dataset).
     """
-    from tsm_keras.training.trainer import class_names, time_reversed_pairs
-
     split = split or config.test.split
     data = config.data
     views = data.num_test_views

@@ -31,56 +31,31 @@ import numpy as np
 import tensorflow as tf
 
 from tsm_keras.data import build_test_dataset, build_train_dataset, num_train_videos
-from tsm_keras.models import build_tsm
 from tsm_keras.training import checkpoint as checkpoint_lib
 from tsm_keras.training import distribute, evaluation, reporting
+from tsm_keras.training.builders import (  # noqa: F401 (freeze_partial_bn: re-exported)
+    BEST_INFO,
+    BEST_MODEL,
+    BEST_WEIGHTS,
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    CURVES_FILE,
+    FINAL_MODEL,
+    FINAL_WEIGHTS,
+    LOG_FILE,
+    TENSORBOARD_DIR,
+    TEST_DIR,
+    build_model,
+    freeze_partial_bn,
+)
 from tsm_keras.training.config import ConfigError
 from tsm_keras.training.optimizer import GroupedSGD, all_reduce_gradients, reference_param_groups
 from tsm_keras.training.schedule import build_schedule
-
-CONFIG_FILE = "config.yaml"
-LOG_FILE = "log.csv"
-CURVES_FILE = "curves.png"
-FINAL_WEIGHTS = "final.weights.h5"
-BEST_WEIGHTS = "best.weights.h5"
-# Deployable copies of the same two states: the whole model (architecture + weights, no optimizer)
-# for `keras.saving.load_model`, `convert/to_tflite.py` and `tsm_keras.predict`.
-FINAL_MODEL = "model.keras"
-BEST_MODEL = "best.keras"
-BEST_INFO = "best.json"
-CHECKPOINT_DIR = "checkpoints"
-TENSORBOARD_DIR = "tensorboard"
-TEST_DIR = "test"
 
 
 def epoch_seed(seed, epoch):
     """Input seed of one epoch (a pure function of the run seed and the epoch)."""
     return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0] % 2**62)
-
-
-def freeze_partial_bn(model):
-    """Partial BN: every BatchNorm of the network but the first runs in inference mode.
-
-    Their statistics and affine parameters stay as initialised (ImageNet),
-    as in TSN/TSM `partialBN`; returns the names of the frozen layers.
-    Non-local blocks keep their own BatchNorm trainable (it is not a
-    BatchNorm2d of the backbone in MMAction2 either).
-    """
-    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in norms[1:]:
-        layer.trainable = False
-    return [layer.name for layer in norms[1:]]
-
-
-def build_model(config, input_size=None):
-    """The config's TSM; `input_size` overrides the frame size (test views)."""
-    kwargs = config.model.build_kwargs(config.data)
-    if input_size is not None:
-        kwargs["input_shape"] = (int(input_size), int(input_size), 3)
-    model = build_tsm(**kwargs)
-    if config.model.partial_bn:
-        freeze_partial_bn(model)
-    return model
 
 
 def build_optimizer(config, model, learning_rate):
@@ -144,20 +119,6 @@ def make_train_step(model, optimizer, strategy, global_batch):
         )
 
     return train_step
-
-
-def class_names(config):
-    from tsm_keras.data.sources import class_names as data_class_names
-
-    names = data_class_names(config.data)
-    return list(names) if names is not None and len(names) == config.model.num_classes else None
-
-
-def time_reversed_pairs(config):
-    """Label pairs of the synthetic dataset (`2k`, `2k+1` play backwards)."""
-    if config.data.source != "synthetic":
-        return None
-    return [(label, label + 1) for label in range(0, config.model.num_classes, 2)]
 
 
 @dataclasses.dataclass

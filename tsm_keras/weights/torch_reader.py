@@ -616,7 +616,6 @@ class _BoundedReader:
 def _load_legacy(path):
     """The pre-1.6 format: magic, protocol, sys info, object, keys, raw storages."""
     storages = {}
-    file_size = os.path.getsize(path)
 
     def persistent_load(saved_id):
         if not isinstance(saved_id, tuple) or not saved_id:
@@ -667,34 +666,40 @@ def _load_legacy(path):
         keys = load_one(handle)
         if not isinstance(keys, (list, tuple)):
             raise CheckpointFormatError(f"{path}: storage keys must be a list, got {describe(keys)}")
-        byte_format = "<q" if little else ">q"
-        for key in keys:
-            storage = storages.get(_record_key(key, path))
-            if storage is None:
-                raise CheckpointFormatError(f"{path}: storage {describe(key)} listed but never used")
-            header = handle.read(8)
-            if len(header) != 8:
-                raise CheckpointFormatError(f"{path}: storage {describe(key)} is truncated")
-            (numel,) = struct.unpack(byte_format, header)
-            if numel != storage.numel:
-                raise CheckpointFormatError(
-                    f"{path}: storage {describe(key)} holds {numel} elements, its tensors were "
-                    f"told {storage.numel}"
-                )
-            start = handle.tell()
-            size = numel * storage.dtype.itemsize
-            if start + size > file_size:
-                raise CheckpointFormatError(f"{path}: storage {describe(key)} is truncated")
-            handle.seek(size, os.SEEK_CUR)
-
-            def read(offset, count, start=start):
-                with open(path, "rb") as data:
-                    data.seek(start + offset)
-                    return data.read(count)
-
-            storage.reader = read
-            storage.byteorder = "little" if little else "big"
+        _locate_legacy_storages(handle, path, storages, keys, little)
     return result
+
+
+def _locate_legacy_storages(handle, path, storages, keys, little):
+    """Checks each raw storage after a legacy pickle and gives it a lazy reader (no data is read)."""
+    file_size = os.path.getsize(path)
+    byte_format = "<q" if little else ">q"
+    for key in keys:
+        storage = storages.get(_record_key(key, path))
+        if storage is None:
+            raise CheckpointFormatError(f"{path}: storage {describe(key)} listed but never used")
+        header = handle.read(8)
+        if len(header) != 8:
+            raise CheckpointFormatError(f"{path}: storage {describe(key)} is truncated")
+        (numel,) = struct.unpack(byte_format, header)
+        if numel != storage.numel:
+            raise CheckpointFormatError(
+                f"{path}: storage {describe(key)} holds {numel} elements, its tensors were "
+                f"told {storage.numel}"
+            )
+        start = handle.tell()
+        size = numel * storage.dtype.itemsize
+        if start + size > file_size:
+            raise CheckpointFormatError(f"{path}: storage {describe(key)} is truncated")
+        handle.seek(size, os.SEEK_CUR)
+
+        def read(offset, count, start=start):
+            with open(path, "rb") as data:
+                data.seek(start + offset)
+                return data.read(count)
+
+        storage.reader = read
+        storage.byteorder = "little" if little else "big"
 
 
 def read_torch_file(path):

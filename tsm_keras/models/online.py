@@ -7,10 +7,10 @@ shifted block therefore needs one buffer, the first `fold` channels of its
 input at the previous frame, and hands its own `x[..., :fold]` on as the
 buffer for the next frame (the authors' `online_demo`).
 
-`OnlineTSM` builds that per-frame graph from the SAME backbone code as the
-offline model: the backbone builder is called with an `OnlineContext`, whose
-`shift(x, name)` creates a state input and an `OnlineTemporalShift` layer
-instead of a `TemporalShift`. Every other layer keeps its name, so the
+`OnlineTSM` builds that per-frame graph from the SAME spec, backbone code
+and classifier head as the offline model: the backbone builder is called
+with an `OnlineContext`, whose `shift(x, name)` creates a state input and an
+`OnlineTemporalShift` layer instead of a `TemporalShift`. Every other layer keeps its name, so the
 offline weights copy over by layer name (`build_online`).
 
 Names (identical in the Keras model, the SavedModel signature and the LiteRT
@@ -35,7 +35,10 @@ from keras import ops
 
 from tsm_keras.layers import UNIDIRECTIONAL, shift_fold
 from tsm_keras.models.backbones import get_backbone
+from tsm_keras.models.head import classifier_head
+from tsm_keras.models.spec import TSMSpec
 from tsm_keras.models.temporal import TemporalContext
+from tsm_keras.models.tsm import split_spec_arguments, with_spec_attributes
 
 IMAGE_NAME = "image"
 LOGITS_NAME = "logits"
@@ -166,56 +169,54 @@ class OnlineContext(TemporalContext):
         return shifted
 
 
-def check_online_compatible(config):
-    """Raises `ValueError` unless a TSM with `config` can run frame by frame."""
-    if config.get("direction") != UNIDIRECTIONAL and int(config.get("shift_div") or 0) > 0:
+def check_online_compatible(spec):
+    """Raises `ValueError` unless a TSM of `spec` (a `TSMSpec`) can run frame by frame."""
+    if spec.direction != UNIDIRECTIONAL and spec.shifts:
         raise ValueError(
             "build_online needs a TSM trained with direction='unidirectional'. This "
-            f"model is {config.get('direction')!r}: its channels [0:fold] come from the "
+            f"model is {spec.direction!r}: its channels [0:fold] come from the "
             "NEXT frame, so its weights expect the future, which a stream does not have. "
             "Train (or fine-tune) with direction='unidirectional' and export that model."
         )
-    if config.get("temporal_pool"):
+    if spec.temporal_pool:
         raise ValueError(
             "build_online cannot export a TSM with temporal_pool=True: pooling over time "
             "mixes future frames and halves the frame rate (not causal per frame)"
         )
-    if config.get("non_local"):
+    if spec.non_local:
         raise ValueError(
-            f"build_online cannot export a TSM with non_local={config.get('non_local')!r}: "
+            f"build_online cannot export a TSM with non_local={spec.non_local!r}: "
             "Non-local blocks attend over the whole clip (not causal per frame)"
         )
 
 
 @keras.saving.register_keras_serializable(package="tsm_keras")
+@with_spec_attributes
 class OnlineTSM(keras.Model):
     """Per-frame TSM: `{image, state_*} -> {logits, state_*}`.
 
     The functional twin of a uni-directional `TSM` for streaming: the same
-    backbone and classifier layers (same names, so weights transfer by name),
-    a single frame instead of a clip, and one state per shifted block (see the
-    module docstring for the names). Dropout is left out (inference only) and
-    so is the consensus: `logits` are this frame's classifier output, equal
-    to the offline model's per-frame logits (`fc_cls`) at the same frame.
+    `TSMSpec`, backbone and classifier head (same layer names, so weights
+    transfer by name), a single frame instead of a clip, and one state per
+    shifted block (see the module docstring for the names). Dropout is left
+    out (inference only) and so is the consensus: `logits` are this frame's
+    classifier output, equal to the offline model's per-frame logits
+    (`fc_cls`) at the same frame. The spec's `num_segments` is kept (it is
+    the clip length the weights were trained on) but not used.
 
     Build it from a trained model with `build_online(model)`; the
-    constructor takes the offline model's `tsm_config()` and leaves the
-    weights at their initial values.
+    constructor takes the offline model's spec and leaves the weights at
+    their initial values.
 
     Args:
-        backbone: backbone name (`"mobilenet_v2"`, `"resnet50"`, ...).
-        num_classes: int, classifier size.
-        shift_div: int, `1 / shift_div` of the channels come from the past;
-            `0` gives the plain per-frame 2D network (no states).
-        shift_place: `"blockres"` or `"block"`.
-        layout: `"keras"` or `"torch"`.
-        input_shape: `(H, W, 3)` of a frame.
-        bn_momentum: float, BatchNorm momentum.
-        backbone_options: dict of extra backbone arguments.
+        spec: the offline model's `TSMSpec` (`direction="unidirectional"`,
+            or `shift_div=0` for the plain per-frame 2D network without
+            states; no `temporal_pool`, no `non_local`), or a backbone name
+            followed by the other spec fields as keywords (`direction` then
+            defaults to `"unidirectional"`).
         batch_size: int, static batch of every input (1 for LiteRT).
-        **kwargs: the other `TSM.tsm_config()` entries are accepted and
-            checked (`direction` must be `"unidirectional"`, no
-            `temporal_pool`, no `non_local`); `keras.Model` arguments.
+        **kwargs: the spec fields (when `spec` is not one) and `keras.Model`
+            arguments.
 
     Example:
 
@@ -229,57 +230,26 @@ class OnlineTSM(keras.Model):
     ((1, 5), 10)
     """
 
-    def __init__(
-        self,
-        backbone="mobilenet_v2",
-        num_classes=400,
-        shift_div=8,
-        shift_place="blockres",
-        layout="keras",
-        input_shape=(224, 224, 3),
-        bn_momentum=0.9,
-        backbone_options=None,
-        batch_size=1,
-        direction=UNIDIRECTIONAL,
-        non_local=None,
-        temporal_pool=False,
-        num_segments=None,
-        dropout=None,
-        init_std=None,
-        **kwargs,
-    ):
-        check_online_compatible(
-            {
-                "direction": direction,
-                "shift_div": shift_div,
-                "temporal_pool": temporal_pool,
-                "non_local": non_local,
-            }
-        )
-        spec = get_backbone(backbone)
-        input_shape = tuple(int(dim) for dim in input_shape)
+    def __init__(self, spec=None, batch_size=1, **kwargs):
+        if not isinstance(spec, TSMSpec):
+            kwargs.setdefault("direction", UNIDIRECTIONAL)
+        spec, kwargs = split_spec_arguments(spec, kwargs, "online_tsm_{backbone}")
+        check_online_compatible(spec)
         context = OnlineContext(
-            shift_div=shift_div,
-            shift_place=shift_place,
-            bn_momentum=bn_momentum,
+            shift_div=spec.shift_div,
+            shift_place=spec.shift_place,
+            bn_momentum=spec.bn_momentum,
             batch_size=batch_size,
         )
-        image = keras.Input(batch_shape=(int(batch_size),) + input_shape, name=IMAGE_NAME)
-        features, _ = spec.build(image, context, layout=layout, **(backbone_options or {}))
-        pooled = keras.layers.GlobalAveragePooling2D(name="avg_pool")(features)
-        logits = keras.layers.Dense(int(num_classes), name="fc_cls")(pooled)
+        image = keras.Input(batch_shape=(int(batch_size),) + spec.input_shape, name=IMAGE_NAME)
+        features, _ = get_backbone(spec.backbone).build(
+            image, context, layout=spec.layout, **spec.backbone_options
+        )
+        logits = classifier_head(features, spec, dropout=False)
         inputs = {IMAGE_NAME: image, **context.state_inputs}
         outputs = {LOGITS_NAME: logits, **context.next_states}
-        kwargs.setdefault("name", f"online_tsm_{backbone}")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
-        self.backbone = backbone
-        self.num_classes = int(num_classes)
-        self.shift_div = int(shift_div or 0)
-        self.shift_place = shift_place
-        self.layout = layout
-        self.frame_shape = input_shape
-        self.bn_momentum = float(bn_momentum)
-        self.backbone_options = dict(backbone_options or {})
+        self.spec = spec
         self.batch_size = int(batch_size)
         self.state_names = tuple(context.state_inputs)
         self.state_shapes = {
@@ -290,27 +260,12 @@ class OnlineTSM(keras.Model):
         """Zero states `{state_name: float32 array}`: the start of every stream."""
         return {key: np.zeros(shape, "float32") for key, shape in self.state_shapes.items()}
 
-    def online_config(self):
-        """The architecture arguments (everything but Keras' own)."""
-        return {
-            "backbone": self.backbone,
-            "num_classes": self.num_classes,
-            "shift_div": self.shift_div,
-            "shift_place": self.shift_place,
-            "layout": self.layout,
-            "input_shape": self.frame_shape,
-            "bn_momentum": self.bn_momentum,
-            "backbone_options": self.backbone_options,
-            "batch_size": self.batch_size,
-        }
-
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, **self.online_config()}
+        return {"name": self.name, "trainable": self.trainable, **self.spec.to_dict(),
+                "batch_size": self.batch_size}
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["input_shape"] = tuple(config["input_shape"])
         return cls(**config)
 
 
@@ -340,11 +295,10 @@ def build_online(model, batch_size=1):
     >>> online.state_names[:2]
     ('state_block2_shift', 'state_block4_shift')
     """
-    if not hasattr(model, "tsm_config"):
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, TSMSpec):
         raise TypeError(f"build_online expects a tsm_keras.TSM, got {type(model).__name__}")
-    config = model.tsm_config()
-    check_online_compatible(config)
-    online = OnlineTSM(**config, batch_size=batch_size)
+    online = OnlineTSM(spec, batch_size=batch_size)  # refuses non-causal specs
     copy_weights_by_name(model, online)
     return online
 
