@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tsm_keras import build_tsm
-from tsm_keras.export import OnlineTemporalShift, OnlineTSM, build_online
+from tsm_keras.models.online import OnlineTemporalShift, OnlineTSM, build_online
 
 from tests.online_reference import per_frame_logits, relative_error, run_online
 
