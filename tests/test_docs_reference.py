@@ -3,8 +3,9 @@
 import os
 import re
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE = os.path.join(ROOT, "docs", "reference.md")
+from tests import REPO_ROOT
+
+REFERENCE = os.path.join(REPO_ROOT, "docs", "reference.md")
 CITATION = re.compile(r"docs/reference\.md#([A-Za-z0-9_-]+)")
 SKIPPED_DIRS = {".git", "__pycache__", "build", "work_dirs", "results"}
 
@@ -21,13 +22,13 @@ def anchors():
 
 
 def repository_texts():
-    for directory, subdirs, files in os.walk(ROOT):
+    for directory, subdirs, files in os.walk(REPO_ROOT):
         subdirs[:] = [name for name in subdirs if name not in SKIPPED_DIRS and not name.endswith(".egg-info")]
         for name in files:
             if name.endswith((".py", ".md", ".yaml", ".yml", ".toml")):
                 path = os.path.join(directory, name)
                 with open(path, encoding="utf-8") as handle:
-                    yield os.path.relpath(path, ROOT), handle.read()
+                    yield os.path.relpath(path, REPO_ROOT), handle.read()
 
 
 def test_slug_follows_github():

@@ -15,15 +15,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import torch_reference as ref  # noqa: E402
-
 import tsm_keras  # noqa: E402
 from tsm_keras import presets  # noqa: E402
 from tsm_keras.models import TSM  # noqa: E402
 from tsm_keras.training.config import load_config  # noqa: E402
 from tsm_keras.convert import import_torch_checkpoint, load_torch_checkpoint  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from tests import REPO_ROOT  # noqa: E402
+from tests import torch_reference as ref  # noqa: E402
+
 SIZE = 32
 MOBILENET = "tsm_mobilenetv2_1x1x8_k400"
 # Each seed config of configs/ and the preset of the same MMAction2 row.
@@ -154,7 +154,7 @@ def test_mobileone_preset_imports_with_shifts_over_halves_of_8(monkeypatch, tmp_
 
 @pytest.mark.parametrize("config_name", sorted(SEED_CONFIG_PRESETS))
 def test_every_seed_row_has_a_preset_matching_its_config(config_name):
-    config = load_config(ROOT / "configs" / config_name)
+    config = load_config(REPO_ROOT / "configs" / config_name)
     preset = presets.get_preset(SEED_CONFIG_PRESETS[config_name])
     model, data = config.model, config.data
     spec = preset.spec

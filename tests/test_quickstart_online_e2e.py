@@ -20,10 +20,11 @@ import sys
 import numpy as np
 import pytest
 
+from tests import REPO_ROOT
+
 pytestmark = pytest.mark.slow
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "quickstart_online.yaml"
+CONFIG = REPO_ROOT / "configs" / "quickstart_online.yaml"
 # The quickstart's clips take 8 segments of 24-frame videos: their frames are 3 apart.
 FRAME_STEP = 3
 
