@@ -192,3 +192,20 @@ def test_export_choices_are_the_exporters():
     assert export.MODES == exporter.MODES
     assert export.QUANT_MODES == tflite.QUANT_MODES
     assert export.IO_TYPES == tflite.IO_TYPES
+
+
+def test_train_on_a_list_with_nothing_decodable_fails_in_one_line(tmp_path, tiny_config_file, capsys):
+    """The data error crosses tf.data as a TensorFlow error; the command prints its line only."""
+    from tsm_keras.cli.train import main as train
+
+    (tmp_path / "notes.mp4").write_text("not a video\n")
+    (tmp_path / "list.txt").write_text("missing.mp4 0\nnotes.mp4 1\n")
+    (tmp_path / "labels.txt").write_text("left\nright\n")
+    data = {"source": "video", "train_list": str(tmp_path / "list.txt"), "data_root": str(tmp_path),
+            "label_map": str(tmp_path / "labels.txt"), "num_parallel_calls": 1}
+    config = tiny_config_file(tmp_path / "config.yaml", data=data, train={"val_interval": 0})
+    code = train(["--config", str(config), "--work-dir", str(tmp_path / "work"), "--quiet"])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert error[-1].startswith(f"tsm-train: error: {tmp_path / 'list.txt'}: no video of the list could be read")
+    assert "Traceback" not in "\n".join(error)

@@ -104,7 +104,18 @@ def import_tensorflow(verbose=False):
 
 
 def error_line(error):
-    """The one-line message of an exception."""
+    """The one-line message of an exception.
+
+    A data error raised inside a `tf.data` pipeline arrives as a TensorFlow
+    error whose message also holds a Python traceback: its `path: reason`
+    line is the message.
+    """
+    if "DataError" in str(error):
+        from tsm_keras.data.report import data_error_line  # TensorFlow is loaded by then
+
+        line = data_error_line(error)
+        if line:
+            return line
     message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
     if isinstance(error, SystemExit):
         return message
