@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 import tsm_keras  # noqa: E402
 from tsm_keras import presets  # noqa: E402
-from tsm_keras.models import TSM, build_tsm  # noqa: E402
+from tsm_keras.models import TSM  # noqa: E402
 from tsm_keras.training.config import load_config  # noqa: E402
 from tsm_keras.convert import import_torch_checkpoint, load_torch_checkpoint  # noqa: E402
 
@@ -157,15 +157,16 @@ def test_every_seed_row_has_a_preset_matching_its_config(config_name):
     config = load_config(REPO_ROOT / "configs" / config_name)
     preset = presets.get_preset(SEED_CONFIG_PRESETS[config_name])
     model, data = config.model, config.data
-    assert (preset.backbone, preset.num_classes, preset.num_segments, preset.shift_div, preset.shift_place,
-            preset.non_local, preset.direction) == (model.backbone, model.num_classes, data.num_clips,
-                                                    model.shift_div, model.shift_place, model.non_local,
-                                                    model.direction)
-    assert preset.backbone_options.get("shift_segments") == model.backbone_options.get("shift_segments")
+    spec = preset.spec
+    assert (spec.backbone, spec.num_classes, spec.num_segments, spec.shift_div, spec.shift_place,
+            spec.non_local, spec.direction) == (model.backbone, model.num_classes, data.num_clips,
+                                                model.shift_div, model.shift_place, model.non_local,
+                                                model.direction)
+    assert spec.backbone_options.get("shift_segments") == model.backbone_options.get("shift_segments")
     for key, value in preset.test_protocol["data"].items():
         assert (data.view_crop_size if key == "test_crop_size" else getattr(data, key)) == value, key
     assert preset.test_protocol["test"]["average"] == config.test.average
-    assert preset.label_map == data.label_map and len(preset.class_names()) == preset.num_classes
+    assert preset.label_map == data.label_map and len(preset.class_names()) == spec.num_classes
     assert preset.url.endswith(f"/{preset.name}/{preset.file_name}") and preset.name in preset.file_name
     assert preset.file_name.endswith(f"-{preset.sha256}.pth") and len(preset.sha256) == 8
 
@@ -173,9 +174,10 @@ def test_every_seed_row_has_a_preset_matching_its_config(config_name):
 @pytest.mark.parametrize("name", sorted(presets.PRESETS))
 def test_every_preset_builds(name):
     preset = presets.get_preset(name)
-    model = build_tsm(**preset.build_kwargs(input_shape=(SIZE, SIZE, 3)))
-    assert model.output_shape == (None, preset.num_classes)
-    assert model.tsm_config()["num_segments"] == preset.num_segments
+    model = TSM(preset.spec_for(input_shape=(SIZE, SIZE, 3)))
+    assert model.output_shape == (None, preset.spec.num_classes)
+    assert model.tsm_config()["num_segments"] == preset.spec.num_segments
+    assert model.layout == "torch" and preset.spec.input_shape == (224, 224, 3)
     assert preset.normalization["mean"] == (123.675, 116.28, 103.53)
 
 
@@ -185,7 +187,7 @@ def test_names_aliases_and_unknown_names():
     for preset in presets.PRESETS.values():
         assert presets.get_preset(preset.alias) is preset and preset.name in names and preset.alias in names
     jester = presets.get_preset("tsm_mobilenetv2_online_jester")
-    assert jester.direction == "unidirectional" and jester.class_names()[:2] == ["Doing other things",
+    assert jester.spec.direction == "unidirectional" and jester.class_names()[:2] == ["Doing other things",
                                                                                  "Drumming Fingers"]
     with pytest.raises(presets.PresetError, match="unknown preset 'tsm_r51'; tsm_keras.list_presets"):
         presets.get_preset("tsm_r51")

@@ -6,10 +6,10 @@ checks its SHA-256, imports it once with `tsm_keras.convert.import_torch_checkpo
 (strict: every tensor used once, every weight filled), saves the Keras model next
 to the checkpoint and loads that `.keras` file on every later call.
 
-Each `Preset` carries what a user of the checkpoint needs besides the weights: the
-architecture settings the file cannot tell (clip length, Non-local mode, MobileOne
-`shift_segments`), the label map, the input normalisation and the test protocol
-of the published accuracy.
+Each `Preset` carries what a user of the checkpoint needs besides the weights: its
+architecture as a `TSMSpec` (layout `"torch"`; among it the settings the file cannot
+tell: clip length, Non-local mode, MobileOne `shift_segments`), the label map, the
+input normalisation and the test protocol of the published accuracy.
 
 Names are MMAction2's config names; each also has a short alias
 (`tsm_r50_1x1x8_k400`, ...). `list_presets()` gives every name and alias.
@@ -33,6 +33,7 @@ import keras
 
 from tsm_keras.data.annotations import load_label_map
 from tsm_keras.data.config import IMAGENET_MEAN, IMAGENET_STD
+from tsm_keras.models.spec import TSMSpec
 from tsm_keras.models.tsm import register_preset_loader
 from tsm_keras.convert import import_torch_checkpoint
 
@@ -60,12 +61,11 @@ class Preset:
         sha256: expected first hex digits of the file's SHA-256 (MMAction2
             puts the first 8 in its file names), or None when the publisher
             gives none.
-        backbone, num_classes, num_segments, shift_div, shift_place,
-        direction, non_local: the architecture (`build_tsm` arguments).
-        backbone_options: extra backbone arguments (MobileOne-S4 1x1x16:
-            `shift_segments: 8`, the clip length its shifts were trained with).
+        spec: the architecture, a `TSMSpec` of layout `"torch"` whose
+            `input_shape` is the frame size the network was trained at
+            (MobileOne-S4 1x1x16: `backbone_options={"shift_segments": 8}`,
+            the clip length its shifts were trained with).
         label_map: shipped label map name (`tsm_keras.data.load_label_map`).
-        input_size: frame size the network was trained at.
         test_protocol: the published accuracy's test views, as config
             sections (`{"data": {...}, "test": {...}}`, usable with `--set`).
         top1: published top-1 (%) under `test_protocol`.
@@ -74,7 +74,7 @@ class Preset:
     Example:
 
     >>> preset = get_preset("tsm_mobileone_s4_1x1x16_k400")
-    >>> preset.backbone_options
+    >>> preset.spec.backbone_options
     {'shift_segments': 8}
     """
 
@@ -82,18 +82,10 @@ class Preset:
     alias: str
     url: str
     sha256: Optional[str]
-    backbone: str
-    num_classes: int
+    spec: TSMSpec
     label_map: str
     test_protocol: dict
     top1: float
-    num_segments: int = 8
-    shift_div: int = 8
-    shift_place: str = "blockres"
-    direction: str = "bidirectional"
-    non_local: Optional[str] = None
-    backbone_options: dict = dataclasses.field(default_factory=dict)
-    input_size: int = 224
     normalization: dict = dataclasses.field(default_factory=lambda: dict(IMAGENET_NORMALIZATION))
 
     @property
@@ -104,28 +96,16 @@ class Preset:
         """The label names, in class order."""
         return load_label_map(self.label_map)
 
-    def build_kwargs(self, input_shape=None):
-        """`build_tsm` arguments of this architecture (layout `"torch"`, random weights)."""
-        size = self.input_size
-        return {
-            "backbone": self.backbone,
-            "num_classes": self.num_classes,
-            "num_segments": self.num_segments,
-            "shift_div": self.shift_div,
-            "shift_place": self.shift_place,
-            "direction": self.direction,
-            "non_local": self.non_local,
-            "layout": "torch",
-            "input_shape": tuple(input_shape or (size, size, 3)),
-            "backbone_options": dict(self.backbone_options) or None,
-        }
+    def spec_for(self, input_shape=None):
+        """The preset's `TSMSpec` for frames of `input_shape` (default: the training size)."""
+        return self.spec if input_shape is None else self.spec.replace(input_shape=tuple(input_shape))
 
     def import_kwargs(self, input_shape=None):
         """`import_torch_checkpoint` arguments: the settings the file cannot tell."""
-        build = self.build_kwargs(input_shape)
+        spec = self.spec_for(input_shape)
         told = ("num_segments", "shift_div", "direction", "non_local", "input_shape")
-        return {"arch": self.backbone, "shift_segments": self.backbone_options.get("shift_segments"),
-                **{key: build[key] for key in told}}
+        return {"arch": spec.backbone, "shift_segments": spec.backbone_options.get("shift_segments"),
+                **{key: getattr(spec, key) for key in told}}
 
 
 def _protocol(clips, crop, crop_size, average="prob", **data):
@@ -148,11 +128,10 @@ def _mmaction2(config, stamp, alias, top1, dataset, protocol, **architecture):
         alias=alias,
         url=f"{MMACTION2_ZOO}/{config}/{config}_{stamp}.pth",
         sha256=stamp.rsplit("-", 1)[1],
-        num_classes=num_classes,
         label_map=label_map,
+        spec=TSMSpec(num_classes=num_classes, layout="torch", **architecture),
         test_protocol=protocol,
         top1=top1,
-        **architecture,
     )
 
 
@@ -199,10 +178,8 @@ _PRESETS = (
         alias="tsm_mobilenetv2_online_jester",
         url=f"{MIT_ZOO}/mobilenetv2_jester_online.pth.tar",
         sha256=None,
-        backbone="mobilenet_v2",
-        num_classes=27,
+        spec=TSMSpec(backbone="mobilenet_v2", num_classes=27, direction="unidirectional", layout="torch"),
         label_map="jester",
-        direction="unidirectional",
         test_protocol=_protocol(1, "center", 224, average="logit"),
         top1=None,
     ),
@@ -306,15 +283,15 @@ def from_preset(name, checkpoint=None, input_shape=None, cache_root=None):
     (None, 400)
     """
     preset = get_preset(name)
-    shape = tuple(input_shape or (preset.input_size, preset.input_size, 3))
+    shape = preset.spec_for(input_shape).input_shape
     model_path = os.path.join(cache_dir(cache_root), f"{preset.name}_{shape[0]}x{shape[1]}.keras")
     if os.path.isfile(model_path) and checkpoint is None:
         return keras.saving.load_model(model_path, compile=False)
     path = fetch_checkpoint(preset, checkpoint, cache_root)
     imported = import_torch_checkpoint(path, **preset.import_kwargs(shape))
-    if imported.tsm_config["num_classes"] != preset.num_classes:
-        raise PresetError(f"{path}: {imported.tsm_config['num_classes']} classes, preset {preset.name} "
-                          f"expects {preset.num_classes}")
+    if imported.spec.num_classes != preset.spec.num_classes:
+        raise PresetError(f"{path}: {imported.spec.num_classes} classes, preset {preset.name} "
+                          f"expects {preset.spec.num_classes}")
     os.makedirs(os.path.dirname(model_path), exist_ok=True)
     temporary = f"{model_path[: -len('.keras')]}.tmp-{os.getpid()}.keras"
     imported.model.save(temporary)

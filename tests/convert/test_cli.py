@@ -68,6 +68,35 @@ def test_cli_rejects_bad_arguments(checkpoint, tmp_path, capsys):
     assert not (tmp_path / "m.keras").exists()
 
 
+@pytest.mark.parametrize("flag, value, message", [
+    ("--direction", "sideways", "--direction: expected one of ['bidirectional', 'unidirectional'], got 'sideways'"),
+    ("--non-local", "cosine",
+     "--non-local: expected one of ['dot_product', 'gaussian', 'embedded_gaussian'] or null, got 'cosine'"),
+    ("--num-segments", "0", "--num-segments: expected a positive int, got 0"),
+])
+def test_cli_refuses_a_value_the_spec_refuses_on_one_line(checkpoint, tmp_path, capsys, flag, value, message):
+    out = tmp_path / "m.keras"
+    assert load_script().main([str(checkpoint), "--out", str(out), flag, value]) == 2
+    assert capsys.readouterr().err == f"tsm-import: error: {message}\n"
+    assert not out.exists()
+
+
+def test_cli_refuses_an_unregistered_arch_listing_the_registered_backbones(checkpoint, tmp_path, capsys):
+    from tsm_keras.models.backbones import BACKBONES
+
+    assert load_script().main([str(checkpoint), "--out", str(tmp_path / "m.keras"), "--arch", "resnet51"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"tsm-import: error: --arch: expected one of {sorted(BACKBONES)}, got 'resnet51'\n"
+
+
+def test_cli_spec_flags_name_spec_fields():
+    from tsm_keras.cli.import_torch import SPEC_FLAGS, build_parser
+    from tsm_keras.models.spec import TSMSpec
+
+    destinations = {action.dest for action in build_parser()._actions}
+    assert set(SPEC_FLAGS) <= destinations and set(SPEC_FLAGS.values()) <= set(TSMSpec.field_names())
+
+
 def test_cli_source_choices_are_the_importers():
     from tsm_keras.cli.import_torch import SOURCES
     from tsm_keras.weights import SOURCES as IMPORTER_SOURCES

@@ -57,7 +57,7 @@ def test_mmaction2_resnet_logits_match(case, tmp_path):
     path = tmp_path / f"tsm_imagenet-pretrained-r{depth}_8xb16-1x1x{segments}-50e_sthv2-rgb.pth"
     save_mmaction2(network, path)
     imported = import_torch_checkpoint(path, input_shape=(size, size, 3))
-    config = imported.tsm_config
+    config = imported.spec.to_dict()
     assert config["backbone"] == f"resnet{depth}" and config["num_classes"] == 7
     assert config["num_segments"] == segments and imported.inferred["num_segments"] == "file name"
     assert config["shift_place"] == options.get("shift_place", "blockres")
@@ -105,7 +105,7 @@ def test_mmaction2_resnet50_non_local_logits_match(mode, size, hint, tmp_path):
     save_mmaction2(network, tmp_path / name, config_text)
     kwargs = {} if hint else {"num_segments": segments}
     imported = import_torch_checkpoint(tmp_path / name, input_shape=(size, size, 3), **kwargs)
-    assert imported.tsm_config["non_local"] == mode
+    assert imported.spec.non_local == mode
     assert_clip_parity(imported.model, network, clip)
 
 
@@ -118,8 +118,8 @@ def test_mmaction2_mobilenet_v2_logits_match(is_shift, size, tmp_path):
     path = tmp_path / "mobilenet_v2.pth"
     save_mmaction2(network, path)
     imported = import_torch_checkpoint(path, num_segments=segments, input_shape=(size, size, 3))
-    assert imported.tsm_config["backbone"] == "mobilenet_v2"
-    assert imported.tsm_config["shift_div"] == (8 if is_shift else 0)  # no .net: the TSN twin
+    assert imported.spec.backbone == "mobilenet_v2"
+    assert imported.spec.shift_div == (8 if is_shift else 0)  # no .net: the TSN twin
     assert_clip_parity(imported.model, network, clip)
 
 
@@ -132,8 +132,8 @@ def test_mit_resnet50_logits_match(place, size, tmp_path):
     path = tmp_path / f"TSM_kinetics_RGB_resnet50_shift8_{place}_avg_segment{segments}_e50.pth"
     save_mit(network, path)
     imported = import_torch_checkpoint(path, input_shape=(size, size, 3))
-    assert imported.source == "mit" and imported.tsm_config["shift_place"] == place
-    assert imported.tsm_config["num_segments"] == segments
+    assert imported.source == "mit" and imported.spec.shift_place == place
+    assert imported.spec.num_segments == segments
     assert_clip_parity(imported.model, network, clip)
 
 
@@ -146,7 +146,7 @@ def test_mit_mobilenet_v2_logits_match(tmp_path):
     # Released 2019 files predate PyTorch's zip format: save in the legacy one.
     torch.save({"epoch": 25, "arch": "mobilenetv2", "state_dict": network.state_dict()}, path, _use_new_zipfile_serialization=False)
     imported = import_torch_checkpoint(path, input_shape=(size, size, 3))
-    assert imported.source == "mit" and imported.tsm_config["backbone"] == "mobilenet_v2"
+    assert imported.source == "mit" and imported.spec.backbone == "mobilenet_v2"
     assert_clip_parity(imported.model, network, clip)
 
 
@@ -163,7 +163,7 @@ def test_mit_online_mobilenet_v2_matches_frame_by_frame(size, tmp_path):
     torch.save(network.state_dict(), path, _use_new_zipfile_serialization=False)
     imported = import_torch_checkpoint(path, num_segments=segments, input_shape=(size, size, 3))
     assert imported.source == "mit_online"
-    assert imported.tsm_config["direction"] == "unidirectional"
+    assert imported.spec.direction == "unidirectional"
     online = build_online(imported.model)
     assert len(online.state_names) == len(ref.MitOnlineMobileNetV2.SHIFT_BLOCKS)
 
@@ -211,7 +211,7 @@ def test_mmaction2_mobileone_s4_logits_match(deploy, size, tmp_path):
     path = tmp_path / "tsm_imagenet-pretrained-mobileone-s4_8xb16-1x1x16-50e_kinetics400-rgb.pth"
     save_mmaction2(network, path, config_text)
     imported = import_torch_checkpoint(path, input_shape=(size, size, 3))
-    config = imported.tsm_config
+    config = imported.spec.to_dict()
     assert config["backbone"] == "mobileone_s4" and config["num_segments"] == segments
     assert config["backbone_options"] == {"deploy": deploy, "shift_segments": backbone_segments}
     assert_clip_parity(imported.model, network, clip)

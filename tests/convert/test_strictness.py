@@ -95,6 +95,24 @@ def test_source_and_arch_arguments_are_checked(mobilenet_state, tmp_path):
         import_torch_checkpoint(path, arch="resnet50", input_shape=SIZE)
 
 
+def test_resolved_values_and_further_fields_go_through_the_spec(mobilenet_state, tmp_path):
+    from tsm_keras.utils.config import ConfigError
+
+    path = save(mobilenet_state, tmp_path / "model.pth")
+    with pytest.raises(ConfigError, match=r"^model\.direction: expected one of \['bidirectional', "
+                                          r"'unidirectional'\], got 'sideways'$"):
+        import_torch_checkpoint(path, num_segments=2, direction="sideways", input_shape=SIZE)
+    with pytest.raises(ConfigError, match=r"^model\.dropout: expected a number in \[0, 1\), got 1$"):
+        import_torch_checkpoint(path, num_segments=2, input_shape=SIZE, dropout=1)
+    with pytest.raises(ConfigError, match=r"^model\.dropuot: unknown key"):
+        import_torch_checkpoint(path, num_segments=2, input_shape=SIZE, dropuot=0.1)
+    with pytest.raises(ValueError, match="layout cannot be given as further spec fields"):
+        import_torch_checkpoint(path, num_segments=2, input_shape=SIZE, layout="keras")
+    imported = import_torch_checkpoint(path, num_segments=2, input_shape=SIZE, dropout=0.25)
+    assert imported.model.spec is imported.spec and imported.spec.dropout == 0.25
+    assert imported.spec.layout == "torch" and imported.inferred["dropout"] == "argument"
+
+
 @pytest.mark.parametrize("backbone", ["resnet50", "mobilenet_v2"])
 def test_torchvision_imagenet_backbone_fills_a_torch_layout_tsn(backbone, tmp_path):
     size, segments = 33, 2
@@ -164,6 +182,6 @@ def test_mit_checkpoint_variants_find_their_classifier(layout, tmp_path):
     path = tmp_path / "TSM_something_RGB_mobilenetv2_shift8_blockres_avg_segment2_e25.pth"
     torch.save({"epoch": 25, "arch": "mobilenetv2", "state_dict": state}, path)
     imported = import_torch_checkpoint(path, input_shape=SIZE)
-    assert imported.source == "mit" and imported.tsm_config["num_classes"] == 4
+    assert imported.source == "mit" and imported.spec.num_classes == 4
     kernel = imported.model.get_layer("fc_cls").get_weights()[0]
     np.testing.assert_array_equal(kernel, state[f"{head}.weight"].numpy().T)

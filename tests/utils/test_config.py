@@ -137,6 +137,17 @@ def test_from_dict_names_the_path_of_the_field():
         Outer.from_dict({"inner": {"sise": 1}})
 
 
+def test_check_field_checks_one_value_without_the_rules_between_fields():
+    assert Outer.check_field("sizes", [1, 2, 3, 4, 5, 6]) == (1, 2, 3, 4, 5, 6)  # more than inner.size: fine alone
+    assert Outer.check_field("rate", 1) == 1.0
+    with pytest.raises(ConfigError) as caught:
+        Outer.check_field("rate", 2)
+    assert str(caught.value) == "outer.rate: expected a number in [0, 1], got 2"
+    assert caught.value.problem == "expected a number in [0, 1], got 2"
+    with pytest.raises(ConfigError, match=r"^outer\.rat: unknown option \(known options: rate, sizes, name, inner\)$"):
+        Outer.check_field("rat", 1)
+
+
 def test_rules_between_fields_use_the_same_error():
     with pytest.raises(ConfigError, match=r"^outer\.sizes: expected at most inner\.size \(1\) sizes, got \[1, 2\]$"):
         Outer.from_dict({"inner": {"size": 1}})

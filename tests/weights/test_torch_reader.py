@@ -139,7 +139,7 @@ def test_mmengine_checkpoint_with_training_state_imports(mobilenet_state, mmengi
         torch.load(path, weights_only=True)
 
     imported = import_torch_checkpoint(path, input_shape=SIZE)
-    assert imported.tsm_config["num_segments"] == 2 and imported.inferred["num_segments"] == "checkpoint config"
+    assert imported.spec.num_segments == 2 and imported.inferred["num_segments"] == "checkpoint config"
     assert imported.normalization == {
         "mean": [114.75] * 3,
         "std": [57.375] * 3,

@@ -1,9 +1,9 @@
 """Import a PyTorch TSM checkpoint (MMAction2, mit-han-lab) into a Keras `.keras` model.
 
     tsm-import CKPT --out MODEL.keras \\
-        [--source auto|mmaction2|mit|mit_online] [--arch resnet50|resnet101|mobilenet_v2|mobileone_s4] \\
-        [--num-segments T] [--shift-div 8] [--non-local dot_product|gaussian|embedded_gaussian] \\
-        [--direction bidirectional|unidirectional] [--input-size 224] [--shift-segments 8]
+        [--source auto|mmaction2|mit|mit_online] [--arch BACKBONE] [--num-segments T] \\
+        [--shift-div 8] [--non-local MODE] [--direction DIRECTION] [--input-size 224] \\
+        [--shift-segments 8]
     tsm-import --preset tsm_r50_1x1x8_k400 --out MODEL.keras [--checkpoint CKPT]
 
 `--preset NAME` takes a published checkpoint by name (`tsm_keras.list_presets()`):
@@ -23,6 +23,11 @@ Next to MODEL.keras it writes MODEL.import.json (source, architecture, where
 each setting came from, normalisation mean/std on 0..255 RGB, skipped
 objects) and, when the checkpoint stores class names, MODEL.labels.txt (for
 `tsm-export --labels`).
+
+`--arch`, `--num-segments`, `--shift-div`, `--non-local` and `--direction`
+are `TSMSpec` fields, and the spec checks them: a value it refuses stops the
+command with the allowed values (`--direction: expected one of
+['bidirectional', 'unidirectional'], got 'sideways'`).
 """
 
 import json
@@ -31,6 +36,10 @@ import os
 from tsm_keras.cli import common
 
 SOURCES = ("auto", "mmaction2", "mit", "mit_online")  # checked against tsm_keras.weights.SOURCES in the tests
+# Flags that set a `TSMSpec` field (flag destination -> field). The spec checks their values once
+# the arguments are parsed, so `--help` needs no TensorFlow and no choice list is spelled here.
+SPEC_FLAGS = {"arch": "backbone", "num_segments": "num_segments", "shift_div": "shift_div",
+              "non_local": "non_local", "direction": "direction"}
 
 
 def build_parser():
@@ -42,11 +51,14 @@ def build_parser():
                         help="with --preset: a local copy of its checkpoint (no download)")
     parser.add_argument("--out", required=True, help="output Keras model (.keras)")
     parser.add_argument("--source", choices=SOURCES, default="auto")
-    parser.add_argument("--arch", help="backbone the checkpoint must hold (checked, not forced)")
+    parser.add_argument("--arch", metavar="BACKBONE",
+                        help="registered backbone the checkpoint must hold (checked, not forced)")
     parser.add_argument("--num-segments", type=int, help="frames per clip T")
     parser.add_argument("--shift-div", type=int, help="1/shift_div of the channels shift each way")
-    parser.add_argument("--non-local", choices=("dot_product", "gaussian", "embedded_gaussian"))
-    parser.add_argument("--direction", choices=("bidirectional", "unidirectional"))
+    parser.add_argument("--non-local", metavar="MODE",
+                        help="Non-local mode of the blocks, when the file cannot tell (a TSMSpec non_local)")
+    parser.add_argument("--direction", metavar="DIRECTION",
+                        help="shift direction (a TSMSpec direction; default from the checkpoint's family)")
     parser.add_argument("--input-size", default="224", help="frame size: S or HxW (default 224)")
     parser.add_argument("--shift-segments", type=int,
                         help="MobileOne: clip length the shifts assume (default: from the stored config)")
@@ -82,6 +94,21 @@ def check_preset_arguments(args):
         raise common.UsageError(f"--preset fixes the architecture; drop {', '.join(fixed)}")
 
 
+def check_spec_flags(args):
+    """Each given `SPEC_FLAGS` value through its `TSMSpec` field's check; raises `UsageError` naming the flag."""
+    from tsm_keras.models.spec import TSMSpec
+    from tsm_keras.utils.config import ConfigError
+
+    for dest, field in SPEC_FLAGS.items():
+        value = getattr(args, dest)
+        if value is None:
+            continue
+        try:
+            TSMSpec.check_field(field, value)
+        except ConfigError as error:
+            raise common.UsageError(f"--{dest.replace('_', '-')}: {error.problem}") from None
+
+
 def import_preset(args, shape, console):
     """`--preset NAME`: the preset's model to `--out`, its labels and settings next to it."""
     from tsm_keras import presets
@@ -105,8 +132,9 @@ def import_preset(args, shape, console):
     }
     with open(summary_path, "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2)
-    console.print(f"preset {preset.name} ({preset.alias}): {preset.backbone}, {preset.num_classes} classes, "
-                  f"T={preset.num_segments}")
+    spec = preset.spec
+    console.print(f"preset {preset.name} ({preset.alias}): {spec.backbone}, {spec.num_classes} classes, "
+                  f"T={spec.num_segments}")
     console.print(f"wrote {args.out}, {summary_path} and {labels_path}")
 
 
@@ -120,6 +148,7 @@ def run(args):
         raise common.UsageError(f"--out must end with .keras, got {args.out!r}")
     shape = input_shape(args.input_size)
     check_preset_arguments(args)
+    check_spec_flags(args)
     from rich.console import Console
     from rich.table import Table
 
@@ -155,7 +184,7 @@ def run(args):
         table.add_column(column)
     for name in ("backbone", "num_classes", "num_segments", "shift_div", "shift_place", "direction",
                  "non_local", "temporal_pool", "backbone_options", "input_shape"):
-        table.add_row(name, str(imported.tsm_config[name]), imported.inferred.get(name, "default"))
+        table.add_row(name, str(getattr(imported.spec, name)), imported.inferred.get(name, "default"))
     normalization = imported.normalization
     table.add_row("mean / std", f"{normalization['mean']} / {normalization['std']}", normalization["origin"])
     console.print(table)

@@ -30,6 +30,7 @@ import warnings
 
 from tsm_keras.convert.hints import config_hints, filename_hints
 from tsm_keras.models.backbones import BACKBONES
+from tsm_keras.models.spec import TSMSpec
 from tsm_keras.weights import classifier_path
 from tsm_keras.weights.torch_reader import MAX_TENSOR_ELEMENTS
 
@@ -45,15 +46,14 @@ class ResolvedSpec:
     """The model a checkpoint holds, with the provenance of every value.
 
     Args:
-        config: `build_tsm` keyword arguments (`backbone`, `num_classes`,
-            `num_segments`, `shift_div`, `shift_place`, `direction`,
-            `non_local`, `temporal_pool`, `input_shape`, `backbone_options`).
-        origins: `{property: origin}`, origin one of `"argument"`,
+        spec: the `TSMSpec` (layout `"torch"`) of the checkpoint's model.
+        origins: `{field: origin}` for `source` and the fields the file or
+            the caller decides, origin one of `"argument"`,
             `"checkpoint config"`, `"file name"`, `"keys"` (or `"keys (...)"`),
             `"default"`, `"<source> default"`.
     """
 
-    config: dict
+    spec: TSMSpec
     origins: dict
 
 
@@ -198,8 +198,9 @@ def resolve_spec(
     direction=None,
     input_shape=(224, 224, 3),
     shift_segments=None,
+    **spec_fields,
 ):
-    """The complete `build_tsm` arguments of `checkpoint`, with their origins.
+    """The complete `TSMSpec` of `checkpoint`, with the origin of each value.
 
     Args:
         checkpoint: a `tsm_keras.weights.TorchCheckpoint`.
@@ -208,9 +209,16 @@ def resolve_spec(
         arch, num_segments, shift_div, non_local, direction, input_shape,
         shift_segments: the caller's values, None when not given (see
             `tsm_keras.convert.import_torch_checkpoint`).
+        **spec_fields: further `TSMSpec` fields the file does not hold
+            (`dropout`, `bn_momentum`, `init_std`); origin `"argument"`.
 
     Returns:
         A `ResolvedSpec`.
+
+    Raises:
+        ValueError: the file contradicts an argument or leaves a value open;
+            `tsm_keras.utils.config.ConfigError` (a `ValueError`) for a value
+            the spec refuses, naming the field (`model.direction: ...`).
     """
     path = checkpoint.path
     found = read_architecture(checkpoint, source, prefix)
@@ -233,7 +241,7 @@ def resolve_spec(
         path, spec, found, shift_segments, stored_config.get("backbone_segments"), num_segments, origins
     )
     origins.update(shift_place="keys", temporal_pool="keys", input_shape="argument")
-    config = {
+    decided = {
         "backbone": spec.name,
         "num_classes": found["num_classes"],
         "num_segments": num_segments,
@@ -242,7 +250,20 @@ def resolve_spec(
         "direction": direction,
         "non_local": mode,
         "temporal_pool": found["temporal_pool"],
+        "layout": "torch",
         "input_shape": tuple(input_shape),
-        "backbone_options": options or None,
+        "backbone_options": options,
     }
-    return ResolvedSpec(config=config, origins=origins)
+    origins.update(dict.fromkeys(spec_fields, "argument"))
+    return ResolvedSpec(spec=_model_spec(path, decided, spec_fields), origins=origins)
+
+
+def _model_spec(path, decided, spec_fields):
+    """The validated `TSMSpec` of the decided fields plus the caller's further fields."""
+    overlap = sorted(set(decided) & set(spec_fields))
+    if overlap:
+        raise ValueError(
+            f"{path}: {', '.join(overlap)} cannot be given as further spec fields: the checkpoint, "
+            "the import arguments or the torch layout decide them"
+        )
+    return TSMSpec.from_dict({**decided, **spec_fields})

@@ -15,7 +15,8 @@ import os
 from tsm_keras.convert.resolve import resolve_spec
 from tsm_keras.data.config import IMAGENET_MEAN, IMAGENET_STD
 from tsm_keras.models.backbones import get_backbone
-from tsm_keras.models.tsm import build_tsm
+from tsm_keras.models.spec import TSMSpec
+from tsm_keras.models.tsm import TSM
 from tsm_keras.weights import (
     SCHEMES,
     SOURCES,
@@ -37,7 +38,7 @@ class ImportedCheckpoint:
     Args:
         model: the `TSM` (layout `"torch"`) with every weight from the file.
         source: `"mmaction2"`, `"mit"`, `"mit_online"` or `"torchvision"`.
-        tsm_config: the architecture (`model.tsm_config()`).
+        spec: the architecture, a `TSMSpec` (`model.spec`).
         inferred: `{property: where its value came from}`.
         normalization: `{"mean", "std"}` on 0..255 RGB and `"origin"`.
         class_names: label names stored in the checkpoint, or None.
@@ -48,7 +49,7 @@ class ImportedCheckpoint:
 
     model: object
     source: str
-    tsm_config: dict
+    spec: TSMSpec
     inferred: dict
     normalization: dict
     class_names: list = None
@@ -59,12 +60,10 @@ class ImportedCheckpoint:
 
     def summary(self):
         """A JSON-friendly description (written next to the model by the CLI)."""
-        config = dict(self.tsm_config)
-        config["input_shape"] = list(config["input_shape"])
         return {
             "checkpoint": os.path.abspath(self.path),
             "source": self.source,
-            "tsm_config": config,
+            "tsm_config": self.spec.to_dict(),
             "inferred": self.inferred,
             "normalization": self.normalization,
             "class_names": self.class_names,
@@ -84,7 +83,7 @@ def import_torch_checkpoint(
     direction=None,
     input_shape=(224, 224, 3),
     shift_segments=None,
-    **tsm_kwargs,
+    **spec_fields,
 ):
     """Builds the Keras TSM of a PyTorch checkpoint and loads its weights.
 
@@ -106,14 +105,16 @@ def import_torch_checkpoint(
         shift_segments: MobileOne only, the clip length its shifts assume
             (default: the backbone `num_segments` of the checkpoint's config
             when it differs from T, as in MMAction2's MobileOne-S4 1x1x16).
-        **tsm_kwargs: further `build_tsm` arguments (`dropout`, ...).
+        **spec_fields: further `TSMSpec` fields the file does not hold
+            (`dropout`, `bn_momentum`, `init_std`).
 
     Returns:
         An `ImportedCheckpoint` (`.model` is the Keras model).
 
     Raises:
         CheckpointMismatchError, UnsafeCheckpointError, CheckpointFormatError,
-        ValueError (the architecture cannot be determined).
+        ValueError (the architecture cannot be determined; a
+        `tsm_keras.utils.config.ConfigError` names a field the spec refuses).
 
     Example:
 
@@ -134,15 +135,16 @@ def import_torch_checkpoint(
         direction=direction,
         input_shape=input_shape,
         shift_segments=shift_segments,
+        **spec_fields,
     )
-    model = build_tsm(**resolved.config, layout="torch", **tsm_kwargs)
+    model = TSM(resolved.spec)
     head = classifier_path(checkpoint.tensors, source, prefix)
     scheme = SCHEMES[source](prefix=prefix, head=head)
     assign_weights(model, checkpoint, scheme, get_backbone(model.backbone))
     return ImportedCheckpoint(
         model=model,
         source=source,
-        tsm_config=model.tsm_config(),
+        spec=model.spec,
         inferred=resolved.origins,
         normalization=normalization(checkpoint, source),
         class_names=checkpoint.class_names,

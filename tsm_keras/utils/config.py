@@ -287,16 +287,33 @@ class ConfigSection:
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
-            check = field.metadata.get("check")
-            if check is None:
-                continue
-            value = getattr(self, field.name)
-            try:
-                normalised = check(value)
-            except Invalid as error:
-                self.fail(field.name, error.expected, value)
+            normalised = self._checked(field, getattr(self, field.name))
             object.__setattr__(self, field.name, normalised)  # works on frozen dataclasses too
         self.validate()
+
+    @classmethod
+    def _checked(cls, field, value):
+        check = field.metadata.get("check")
+        if check is None:
+            return value
+        try:
+            return check(value)
+        except Invalid as error:
+            raise ConfigError(f"expected {error.expected}, got {value!r}",
+                              path=_parts(cls.SECTION) + (field.name,)) from None
+
+    @classmethod
+    def check_field(cls, name, value):
+        """`value` as field `name` holds it, checked on its own (not against other fields).
+
+        For a value that arrives alone (a command-line flag) before a whole
+        section is built. Raises `ConfigError` naming the field, for an
+        unknown field or a value its check refuses.
+        """
+        field = {field.name: field for field in dataclasses.fields(cls)}.get(name)
+        if field is None:
+            cls.refuse_unknown({name: value})
+        return cls._checked(field, value)
 
     def validate(self):
         """Checks between fields (each field was checked on its own already)."""

@@ -167,7 +167,7 @@ def test_mmaction2_resnet_basic_logits_match(depth, size, options, tmp_path):
     path = tmp_path / f"tsm_imagenet-pretrained-r{depth}_8xb16-1x1x{segments}-50e_kinetics400-rgb.pth"
     save_mmaction2(network, path)
     imported = import_torch_checkpoint(path, input_shape=(size, size, 3))
-    config = imported.tsm_config
+    config = imported.spec.to_dict()
     # ResNet-34 has the 6 blocks of ResNet-50 in layer3: only the block type tells them apart.
     assert config["backbone"] == f"resnet{depth}" and config["num_classes"] == 7
     assert config["num_segments"] == segments and config["shift_div"] == 8
