@@ -246,6 +246,8 @@ def fetch_checkpoint(preset, checkpoint=None, cache_root=None):
         verify_sha256(checkpoint, preset.sha256)
         return os.fspath(checkpoint)
     target = os.path.join(cache_dir(cache_root), preset.file_name)
+    # get_file falls back to /tmp/.keras when its cache dir is not (yet) writable: create it.
+    os.makedirs(cache_dir(cache_root), exist_ok=True)
     try:
         path = keras.utils.get_file(preset.file_name, preset.url, cache_subdir=CACHE_SUBDIR,
                                     cache_dir=keras_cache_root(cache_root))
