@@ -11,7 +11,9 @@ and opens with the project's performance goals, met or not:
 
 - temporal shift overhead <= 3% (TSM vs its TSN twin), every model and engine;
 - online int8 TSM-MobileNetV2 per-frame latency <= 1.10x plain MobileNetV2;
-- input pipeline >= 2x the baseline pipeline's clips/s.
+- input pipeline >= 2x the baseline pipeline's clips/s;
+- training >= 1.5x the PyTorch reference's clips/s at no more peak RSS, every
+  backbone and batch.
 
     python bench/report.py [--results-dir bench/results] [--out docs/benchmarks.md]
     python bench/report.py --record-load NAME start|end   # used by bench/run_all.sh
@@ -48,6 +50,10 @@ SECTIONS = (
 SHIFT_OVERHEAD_GOAL = 0.03
 ONLINE_INT8_GOAL = 1.10
 INPUT_PIPELINE_GOAL = 2.0
+TRAINING_SPEED_GOAL = 1.5
+TRAINING_MEMORY_GOAL = 1.0
+# The engines of bench/training_throughput.py, as the report names them.
+TRAINING_ENGINES = {"tsm_keras": "tsm_keras", "pytorch": "PyTorch reference"}
 
 
 def command_line(argv=None):
@@ -148,10 +154,38 @@ def cli_startup_goals(payload):
                  stats["median_ms"] < goal * 1000.0)]
 
 
+def training_goals(payload):
+    """tsm_keras over the PyTorch reference, per backbone and batch: clips/s >= 1.5x and peak RSS <= 1.0x.
+
+    Reads `results[backbone][batch]["ratio"]` / `["memory_ratio"]` (best
+    rounds of the two engines, run alternately). A JSON from before the
+    comparison (no `engines` in its args: the project's step alone) has no
+    goal rows.
+    """
+    name = "training clips/s vs PyTorch reference"
+    target = f">= {TRAINING_SPEED_GOAL:g}x at no more peak RSS"
+    if payload is None:
+        return [Goal(name, target, "-", None)]
+    if "engines" not in (payload.get("args") or {}):
+        return []
+    segments = payload["args"].get("num_segments", "?")
+    goals = []
+    for backbone, batches in payload.get("results", {}).items():
+        for batch, result in batches.items():
+            goal = Goal(f"{name}, TSM-{backbone} x{segments}, batch {batch}", target, "-", None)
+            if result.get("ratio") is not None and result.get("memory_ratio") is not None:
+                goal.measured = f"{result['ratio']:.2f}x, peak RSS {result['memory_ratio']:.2f}x"
+                goal.met = (round(result["ratio"], 2) >= TRAINING_SPEED_GOAL
+                            and round(result["memory_ratio"], 2) <= TRAINING_MEMORY_GOAL)
+            goals.append(goal)
+    return goals or [Goal(name, target, "-", None)]
+
+
 GOALS = {
     "shift_overhead": shift_overhead_goals,
     "online_latency": online_latency_goals,
     "input_pipeline": input_pipeline_goals,
+    "training_throughput": training_goals,
     "cli_startup": cli_startup_goals,
 }
 
@@ -280,22 +314,40 @@ def collect_goals(results):
     return goals
 
 
-def headline_figures(results):
-    """One line per benchmark without a goal: its main figures (training, inference efficiency)."""
-    lines = []
-    training = (results.get("training_throughput") or {}).get("results") or {}
-    for backbone, batches in training.items():
-        ok = {int(batch): result for batch, result in batches.items() if result.get("status") == "ok"}
-        if not ok:
-            continue
-        best = max(ok, key=lambda batch: ok[batch]["clips_per_s"])
-        largest = max(ok)
-        failed = sorted(int(batch) for batch, result in batches.items() if result.get("status") != "ok")
-        lines.append(
-            f"- Training TSM-{backbone}: best {ok[best]['clips_per_s']:.2f} clips/s (batch {best}); peak RSS "
+def training_summary(batches):
+    """`best ... clips/s (batch b); peak RSS ... GiB at batch B[; failed at batch ...]` of one engine, or None."""
+    ok = {int(batch): result for batch, result in batches.items() if result.get("status") == "ok"}
+    if not ok:
+        return None
+    best = max(ok, key=lambda batch: ok[batch]["clips_per_s"])
+    largest = max(ok)
+    failed = sorted(int(batch) for batch, result in batches.items() if result.get("status") != "ok")
+    return (f"best {ok[best]['clips_per_s']:.2f} clips/s (batch {best}); peak RSS "
             f"{ok[largest]['peak_rss_mib'] / 1024:.1f} GiB at batch {largest}"
-            + (f"; failed at batch {', '.join(map(str, failed))}" if failed else "") + "."
-        )
+            + (f"; failed at batch {', '.join(map(str, failed))}" if failed else ""))
+
+
+def training_headlines(payload):
+    """Per backbone (and engine, when the JSON compares two): best clips/s and peak RSS at the largest batch."""
+    lines = []
+    engines = ((payload or {}).get("args") or {}).get("engines")
+    for backbone, batches in ((payload or {}).get("results") or {}).items():
+        if engines is None:  # before the comparison: the project's step alone
+            per_engine = {f"TSM-{backbone}": batches}
+        else:
+            per_engine = {f"TSM-{backbone}, {TRAINING_ENGINES.get(engine, engine)}":
+                          {batch: result[engine] for batch, result in batches.items() if engine in result}
+                          for engine in engines}
+        for label, engine_batches in per_engine.items():
+            summary = training_summary(engine_batches)
+            if summary:
+                lines.append(f"- Training {label}: {summary}.")
+    return lines
+
+
+def headline_figures(results):
+    """Main figures of training (absolute, next to its ratio goals) and of inference efficiency (no goal)."""
+    lines = training_headlines(results.get("training_throughput"))
     inference = results.get("inference_efficiency")
     if inference:
         peak = inference["results"]["matmul"]["flop_per_s"]
