@@ -53,7 +53,7 @@ STEP_DESCRIPTION = (
     "TSMHead (dropout 0.5, fc_cls, average consensus), cross-entropy, clip_grad_norm_ 20, SGD lr 0.01, "
     "momentum 0.9, weight decay 1e-4; float32. Same intra-op thread count; best of the alternated rounds per engine"
 )
-# MMAction2's TSMHead: `dropout_ratio=0.5` (docs/reference.md, the classifier row), as `TSMSpec.dropout`.
+# MMAction2's TSMHead dropout (docs/reference.md#head-and-consensus), as `TSMSpec.dropout`.
 TORCH_HEAD_DROPOUT = 0.5
 # Backbone -> (builder of the reference backbone for T segments, feature dimension).
 TORCH_BACKBONES = {
