@@ -52,6 +52,8 @@ ONLINE_INT8_GOAL = 1.10
 INPUT_PIPELINE_GOAL = 2.0
 TRAINING_SPEED_GOAL = 1.5
 TRAINING_MEMORY_GOAL = 1.0
+INFERENCE_PEAK_GOAL = 0.80
+INFERENCE_SPEEDUP_GOAL = 1.6
 # The engines of bench/training_throughput.py, as the report names them.
 TRAINING_ENGINES = {"tsm_keras": "tsm_keras", "pytorch": "PyTorch reference"}
 
@@ -181,12 +183,37 @@ def training_goals(payload):
     return goals or [Goal(name, target, "-", None)]
 
 
+def inference_efficiency_goals(payload):
+    """Per batch: the model's FLOP/s >= 80% of the matmul's, and clips/s >= 1.6x the PyTorch reference's.
+
+    A JSON from before the reference was timed has no speed-up row.
+    """
+    model = "offline inference TSM-resnet50 x8"
+    if payload is None:
+        return [Goal(f"{model}, fraction of the float32 matmul peak", f">= {INFERENCE_PEAK_GOAL:.0%}", "-", None)]
+    model = f"offline inference TSM-{payload['args']['backbone']} x{payload['args']['num_segments']}"
+    goals = []
+    for name, result in payload["results"].items():
+        if not name.startswith("batch "):
+            continue
+        goals.append(Goal(f"{model}, fraction of the float32 matmul peak, batch {result['batch']}",
+                          f">= {INFERENCE_PEAK_GOAL:.0%}", f"{result['fraction_of_peak']:.0%}",
+                          round(result["fraction_of_peak"], 2) >= INFERENCE_PEAK_GOAL))
+        if "speedup_over_reference" in result:
+            speedup = result["speedup_over_reference"]
+            goals.append(Goal(f"{model} clips/s vs PyTorch reference, batch {result['batch']}",
+                              f">= {INFERENCE_SPEEDUP_GOAL:g}x", f"{speedup:.2f}x",
+                              round(speedup, 2) >= INFERENCE_SPEEDUP_GOAL))
+    return goals
+
+
 GOALS = {
     "shift_overhead": shift_overhead_goals,
     "online_latency": online_latency_goals,
     "input_pipeline": input_pipeline_goals,
     "training_throughput": training_goals,
     "cli_startup": cli_startup_goals,
+    "inference_efficiency": inference_efficiency_goals,
 }
 
 
@@ -352,7 +379,7 @@ def headline_figures(results):
     if inference:
         peak = inference["results"]["matmul"]["flop_per_s"]
         parts = [f"batch {result['batch']}: {result['clips_per_s']:.2f} clips/s = {result['fraction_of_peak']:.0%}"
-                 for name, result in inference["results"].items() if name != "matmul"]
+                 for name, result in inference["results"].items() if name.startswith("batch ")]
         lines.append(f"- Offline inference TSM-{inference['args']['backbone']} x{inference['args']['num_segments']} "
                      f"({inference['clip_flop'] / 1e9:.1f} GFLOP a clip) as a fraction of the measured peak "
                      f"({peak / 1e9:.0f} GFLOP/s, float32 matmul): {'; '.join(parts)}.")

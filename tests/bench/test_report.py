@@ -135,6 +135,7 @@ def test_goals_are_judged_from_the_recorded_figures(tmp_path):
         "online int8 TSM-MobileNetV2 / plain MobileNetV2 per frame, 2 threads": ("1.200x", "**not met**"),
         "input pipeline clips/s over the sequential baseline": ("2.50x", "met"),
         "training clips/s vs PyTorch reference": ("-", "not measured"),
+        "offline inference TSM-resnet50 x8, fraction of the float32 matmul peak": ("-", "not measured"),
     }
 
 
@@ -222,6 +223,33 @@ def test_headline_figures_of_training_and_inference(tmp_path):
     assert not any(goal.startswith("training") for goal in goal_rows(text))
     assert ("- Offline inference TSM-resnet50 x8 (60.0 GFLOP a clip) as a fraction of the measured peak "
             "(275 GFLOP/s, float32 matmul): batch 1: 2.00 clips/s = 44%.") in text
+    assert goal_rows(text)["offline inference TSM-resnet50 x8, fraction of the float32 matmul peak, batch 1"] == (
+        "44%", "**not met**")
+
+
+def test_inference_goals_compare_with_the_peak_and_the_pytorch_reference(tmp_path):
+    peak = 2 * 4096**3 / 0.5
+    inference = {
+        "benchmark": "inference_efficiency", "machine": MACHINE, "columns": ["workload"], "rows": [],
+        "args": {"backbone": "resnet50", "num_segments": 8}, "clip_flop": 60e9,
+        "results": {
+            "matmul": {"flop_per_s": peak},
+            # 4 clips/s x 60 GFLOP = 240 GFLOP/s = 87% of 274.9; 1.70 clips/s = 37%.
+            "batch 1": {"batch": 1, "clips_per_s": 4.0, "fraction_of_peak": 240e9 / peak,
+                        "speedup_over_reference": 4.0 / 2.5},
+            "batch 4": {"batch": 4, "clips_per_s": 1.7, "fraction_of_peak": 102e9 / peak,
+                        "speedup_over_reference": 1.7 / 1.25},
+            "pytorch batch 1": {"batch": 1, "clips_per_s": 2.5, "fraction_of_peak": 150e9 / peak},
+        },
+    }
+    goals = goal_rows(render(write_results(tmp_path / "results", inference), tmp_path))
+    name = "offline inference TSM-resnet50 x8"
+    assert {goal: row for goal, row in goals.items() if goal.startswith(name)} == {
+        f"{name}, fraction of the float32 matmul peak, batch 1": ("87%", "met"),
+        f"{name} clips/s vs PyTorch reference, batch 1": ("1.60x", "met"),
+        f"{name}, fraction of the float32 matmul peak, batch 4": ("37%", "**not met**"),
+        f"{name} clips/s vs PyTorch reference, batch 4": ("1.36x", "**not met**"),
+    }
 
 
 def test_load_average_is_recorded_and_flagged(tmp_path, monkeypatch):
