@@ -153,20 +153,65 @@ def pytorch_step(backbone, batch_size, num_segments, size, num_classes, threads)
 BUILDERS = {"tsm_keras": tsm_keras_step, "pytorch": pytorch_step}
 
 
+def resident_mib(field):
+    """`RssAnon` (the process's own data) or `RssFile` (mapped files: shared libraries) now, MiB."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+class PeakAnonymousMemory:
+    """Samples `RssAnon` every `interval` seconds on a thread; `.peak` is the largest sample (MiB).
+
+    Both engines release the GIL inside their kernels, so the sampler runs
+    during the step; a peak shorter than the interval can be missed.
+    """
+
+    def __init__(self, interval=0.01):
+        import threading
+
+        self.interval = interval
+        self.peak = resident_mib("RssAnon")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, resident_mib("RssAnon"))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+
+
 def measure_configuration(engine, backbone, batch_size, num_segments, size, num_classes, threads, steps, warmup):
-    """Runs in the subprocess: builds `engine`'s training step and times it."""
+    """Runs in the subprocess: builds `engine`'s training step and times it.
+
+    Besides wall time, records the CPU time of each step (user + system, all
+    threads): CPU time over wall time is how many of the cores the step kept
+    busy, and CPU time per clip is its work, whatever the load.
+    """
     train_step, params = BUILDERS[engine](backbone, batch_size, num_segments, size, num_classes, threads)
     built_rss = peak_rss_mib()
 
-    start = time.perf_counter()
-    for _ in range(warmup):
-        loss = train_step()
-    warmup_seconds = time.perf_counter() - start
-    seconds = []
-    for _ in range(steps):
+    with PeakAnonymousMemory() as anonymous:
         start = time.perf_counter()
-        loss = train_step()
-        seconds.append(time.perf_counter() - start)
+        for _ in range(warmup):
+            loss = train_step()
+        warmup_seconds = time.perf_counter() - start
+        seconds, cpu_seconds = [], []
+        for _ in range(steps):
+            start, cpu_start = time.perf_counter(), sum(os.times()[:2])
+            loss = train_step()
+            seconds.append(time.perf_counter() - start)
+            cpu_seconds.append(sum(os.times()[:2]) - cpu_start)
+    median = seconds.index(sorted(seconds)[(len(seconds) - 1) // 2])
     return {
         "status": "ok",
         "step_seconds": seconds,
@@ -176,6 +221,11 @@ def measure_configuration(engine, backbone, batch_size, num_segments, size, num_
         "loss": loss,
         "peak_rss_mib": peak_rss_mib(),
         "rss_before_training_mib": built_rss,
+        "peak_anonymous_mib": anonymous.peak,
+        "file_rss_mib": resident_mib("RssFile"),
+        "cpu_seconds": cpu_seconds,
+        "cpu_per_clip_s": cpu_seconds[median] / batch_size,
+        "cores_busy": cpu_seconds[median] / seconds[median],
         "params": params,
     }
 
@@ -235,6 +285,27 @@ def table_row(label, batch_size, result):
 COLUMNS = ["model", "batch", "tsm_keras clips/s", "pytorch clips/s", f"clips/s ratio (>= {TRAINING_SPEED_GOAL:g}x)",
            "tsm_keras peak RSS GiB", "pytorch peak RSS GiB", f"peak RSS ratio (<= {TRAINING_MEMORY_GOAL:g}x)",
            "status"]
+
+
+def work_and_memory_notes(results, engines):
+    """Bullets per backbone and engine: CPU s per clip and cores busy per batch (what explains
+    clips/s changing with the batch), and the peak RSS split into the engine's own data (peak
+    anonymous memory, sampled) and its mapped files (shared libraries)."""
+    notes = []
+    for backbone, batches in results.items():
+        for engine in engines:
+            best = {batch: result[engine]["rounds"][result[engine]["best_round"]] for batch, result in batches.items()
+                    if engine in result and result[engine]["status"] == "ok"}
+            runs = {batch: run for batch, run in best.items() if "cpu_per_clip_s" in run}
+            if not runs:
+                continue
+            work = ", ".join(f"{run['cpu_per_clip_s']:.2f} s on {run['cores_busy']:.2f} cores (batch {batch})"
+                             for batch, run in runs.items())
+            memory = ", ".join(f"{run['peak_anonymous_mib'] / 1024:.2f} (batch {batch})" for batch, run in runs.items())
+            libraries = max(run["file_rss_mib"] for run in runs.values()) / 1024
+            notes.append(f"TSM-{backbone}, {engine}: CPU time per clip {work}; peak anonymous memory GiB {memory}, "
+                         f"plus {libraries:.2f} GiB of mapped files (shared libraries) in the peak RSS.")
+    return notes
 
 
 def worker(request_text):
@@ -301,7 +372,7 @@ def main(argv=None):
     args_record["engines"] = engines
     write_json(args.out, {"benchmark": "training_throughput", "command": command_line(),
                           "args": args_record, "step": STEP_DESCRIPTION, "columns": COLUMNS, "rows": rows,
-                          "results": results})
+                          "results": results, "notes": work_and_memory_notes(results, engines)})
 
 
 if __name__ == "__main__":
