@@ -11,7 +11,8 @@ and opens with the project's performance goals, met or not:
 
 - temporal shift overhead <= 3% (TSM vs its TSN twin), every model and engine;
 - online int8 TSM-MobileNetV2 per-frame latency <= 1.10x plain MobileNetV2;
-- input pipeline >= 2x the baseline pipeline's clips/s.
+- input pipeline >= 2x the baseline pipeline's clips/s;
+- quickstart held-out top-1 in bfloat16 at most 1 point below float32.
 
     python bench/report.py [--results-dir bench/results] [--out docs/benchmarks.md]
     python bench/report.py --record-load NAME start|end   # used by bench/run_all.sh
@@ -43,11 +44,13 @@ SECTIONS = (
     ("input_pipeline", "Input pipeline"),
     ("training_throughput", "Training throughput and peak memory"),
     ("inference_efficiency", "Offline inference efficiency"),
+    ("bfloat16", "bfloat16 vs float32"),
     ("cli_startup", "Command start-up (--help)"),
 )
 SHIFT_OVERHEAD_GOAL = 0.03
 ONLINE_INT8_GOAL = 1.10
 INPUT_PIPELINE_GOAL = 2.0
+BFLOAT16_TOP1_GOAL = 1.0  # points of top-1 that bfloat16 may lose
 
 
 def command_line(argv=None):
@@ -148,11 +151,25 @@ def cli_startup_goals(payload):
                  stats["median_ms"] < goal * 1000.0)]
 
 
+def bfloat16_goals(payload):
+    """The quickstart's held-out top-1 in bfloat16 at most 1 point below float32 (`accuracy`, `--accuracy`)."""
+    name = f"quickstart top-1 bf16 within {BFLOAT16_TOP1_GOAL:g} point of float32"
+    target = f"bf16 >= float32 - {BFLOAT16_TOP1_GOAL:g} point"
+    accuracy = (payload or {}).get("accuracy")
+    if not accuracy:
+        return [Goal(name, target, "-", None)]
+    difference = accuracy["top1_difference_points"]
+    measured = (f"{accuracy['bfloat16']['top1']:.1%} vs {accuracy['float32']['top1']:.1%} "
+                f"({difference:+.1f} points)")
+    return [Goal(name, target, measured, round(difference, 1) >= -BFLOAT16_TOP1_GOAL)]
+
+
 GOALS = {
     "shift_overhead": shift_overhead_goals,
     "online_latency": online_latency_goals,
     "input_pipeline": input_pipeline_goals,
     "cli_startup": cli_startup_goals,
+    "bfloat16": bfloat16_goals,
 }
 
 
@@ -281,7 +298,7 @@ def collect_goals(results):
 
 
 def headline_figures(results):
-    """One line per benchmark without a goal: its main figures (training, inference efficiency)."""
+    """The main figures of the benchmarks without a goal of their own (training, inference efficiency, bf16 speed)."""
     lines = []
     training = (results.get("training_throughput") or {}).get("results") or {}
     for backbone, batches in training.items():
@@ -304,6 +321,12 @@ def headline_figures(results):
         lines.append(f"- Offline inference TSM-{inference['args']['backbone']} x{inference['args']['num_segments']} "
                      f"({inference['clip_flop'] / 1e9:.1f} GFLOP a clip) as a fraction of the measured peak "
                      f"({peak / 1e9:.0f} GFLOP/s, float32 matmul): {'; '.join(parts)}.")
+    speedups = (results.get("bfloat16") or {}).get("results") or {}
+    parts = [f"TSM-{backbone} " + ", ".join(f"{workload} {result['speedup']:.2f}x" for workload, result in
+                                           workloads.items())
+             for backbone, workloads in speedups.items()]
+    if parts:
+        lines.append(f"- bf16 speed-up over float32 (median time ratio, >1 = bf16 faster): {'; '.join(parts)}.")
     return lines
 
 

@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=2
 
-ALL=(shift_overhead online_latency input_pipeline training_throughput inference_efficiency android_bench_host cli_startup)
+ALL=(shift_overhead online_latency input_pipeline training_throughput inference_efficiency bfloat16 android_bench_host cli_startup)
 if [ "$#" -gt 0 ]; then SELECTED=("$@"); else SELECTED=("${ALL[@]}"); fi
 
 ANDROID_DIR=bench/results/android_bench_host

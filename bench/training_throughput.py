@@ -53,7 +53,7 @@ def parse_configuration(text):
     return backbone, batch_sizes
 
 
-def training_config(backbone, batch_size, num_segments, size, num_classes):
+def training_config(backbone, batch_size, num_segments, size, num_classes, precision="float32"):
     """The validated training `Config` of one configuration (MMAction2 recipe defaults)."""
     from tsm_keras.training import Config
 
@@ -62,7 +62,7 @@ def training_config(backbone, batch_size, num_segments, size, num_classes):
         # The data section only sets the clip shape: the benchmark feeds its own batch,
         # the list is never read.
         "data": {"source": "video", "train_list": "unused.txt", "num_clips": num_segments, "crop_size": size},
-        "train": {"batch_per_replica": batch_size, "seed": 0},
+        "train": {"batch_per_replica": batch_size, "seed": 0, "precision": precision},
     })
 
 
@@ -73,18 +73,24 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def measure_configuration(backbone, batch_size, num_segments, size, num_classes, steps, warmup):
-    """Runs in the subprocess: builds the real training step and times it."""
+def build_training_step(backbone, batch_size, num_segments, size, num_classes, precision="float32"):
+    """The real training step of one configuration on one fixed random batch.
+
+    Returns:
+        `(run_step, model)`: `run_step()` runs one step and returns its loss.
+    """
     import keras
     import tensorflow as tf
 
+    from tsm_keras.models.precision import precision_scope
     from tsm_keras.training.schedule import build_schedule
     from tsm_keras.training.trainer import build_model, build_optimizer, make_train_step
 
-    config = training_config(backbone, batch_size, num_segments, size, num_classes)
+    config = training_config(backbone, batch_size, num_segments, size, num_classes, precision)
     keras.utils.set_random_seed(0)
     strategy = tf.distribute.get_strategy()
-    model = build_model(config)
+    with precision_scope(precision):
+        model = build_model(config)
     schedule = build_schedule(config, config.optimizer.lr, steps_per_epoch=1000)
     optimizer = build_optimizer(config, model, schedule)
     step = make_train_step(model, optimizer, strategy, global_batch=batch_size)
@@ -92,16 +98,22 @@ def measure_configuration(backbone, batch_size, num_segments, size, num_classes,
     clips = tf.random.normal((batch_size, num_segments, size, size, 3), seed=0)
     labels = tf.random.uniform((batch_size,), maxval=num_classes, dtype=tf.int32, seed=0)
     iterator = iter(tf.data.Dataset.from_tensors((clips, labels)).repeat())
+    return (lambda: float(step(iterator)[0])), model
+
+
+def measure_configuration(backbone, batch_size, num_segments, size, num_classes, steps, warmup):
+    """Runs in the subprocess: builds the real training step and times it."""
+    run_step, model = build_training_step(backbone, batch_size, num_segments, size, num_classes)
     built_rss = peak_rss_mib()
 
     start = time.perf_counter()
     for _ in range(warmup):
-        loss = float(step(iterator)[0])
+        loss = run_step()
     warmup_seconds = time.perf_counter() - start
     seconds = []
     for _ in range(steps):
         start = time.perf_counter()
-        loss = float(step(iterator)[0])
+        loss = run_step()
         seconds.append(time.perf_counter() - start)
     return {
         "status": "ok",
