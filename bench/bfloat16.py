@@ -14,7 +14,9 @@ torch layout, 400 classes):
 The speed-up is the float32 median over the bfloat16 median. With
 `--accuracy` (the default) the quickstart (`configs/quickstart.yaml`, seed 0)
 is then trained and tested in float32 and in bfloat16, and the held-out top-1
-of each is recorded (about 6 minutes each on 2 idle cores).
+of each is recorded. The quickstart takes about 6 minutes a precision on 2
+idle cores, so the default run takes about 15 minutes (`--no-accuracy`:
+about 3).
 
     python bench/bfloat16.py [--backbones mobilenet_v2 resnet50] [--batches 1 4] [--runs 5] [--no-accuracy]
 """
