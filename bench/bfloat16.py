@@ -4,10 +4,11 @@ In one process, float32 and bfloat16 interleaved (so a noisy neighbour slows
 both), for each backbone (TSM-MobileNetV2 and TSM-ResNet-50, 8 frames of 224,
 torch layout, 400 classes):
 
-- the training step of `bench/training_throughput.py` (`build_training_step`:
+- the training step of `bench/training_throughput.py` (`tsm_keras_step`:
   the `train/fit.py` step, `train.precision` float32 / bfloat16) at batch
   `--train-batch`;
-- inference in a `tf.function` (`training=False`) at each of `--batches`;
+- inference in a `tf.function` (`training=False`) at each of `--batches`,
+  with `--threads` intra-op threads (default: every core);
   the bfloat16 model is the float32 one through
   `tsm_keras.models.precision.with_precision` (same weights).
 
@@ -41,12 +42,12 @@ from bench.common import (  # noqa: E402
     write_json,
 )
 from bench.report import command_line  # noqa: E402
-from bench.training_throughput import build_training_step  # noqa: E402
+from bench.training_throughput import tsm_keras_step  # noqa: E402
 
 PRECISIONS = ("float32", "bfloat16")
 QUICKSTART = os.path.join(REPO_ROOT, "configs", "quickstart.yaml")
 STEP_DESCRIPTION = (
-    "bench/training_throughput.py's build_training_step (the train/fit.py step: GroupedSGD with the TSM parameter "
+    "bench/training_throughput.py's tsm_keras_step (the train/fit.py step: GroupedSGD with the TSM parameter "
     "groups, weight decay, momentum, clipping, warmup schedule; default strategy), train.precision float32 and "
     "bfloat16, on one fixed random batch"
 )
@@ -83,8 +84,8 @@ def compare(calls, runs, warmup):
 
 def measure_speed(backbone, args):
     """`{"train batch B": ..., "inference batch B": ...}` of one backbone."""
-    steps = {("train", precision): build_training_step(backbone, args.train_batch, args.num_segments, args.size,
-                                                       args.num_classes, precision)[0]
+    steps = {("train", precision): tsm_keras_step(backbone, args.train_batch, args.num_segments, args.size,
+                                                  args.num_classes, args.threads, precision)[0]
              for precision in PRECISIONS}
     results = {f"train batch {args.train_batch}": compare(steps, args.runs, args.warmup)["train"]}
     del steps
@@ -123,6 +124,7 @@ def main(argv=None):
     parser.add_argument("--num-classes", type=int, default=400)
     parser.add_argument("--train-batch", type=int, default=1)
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4], help="inference batch sizes")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads (default: every core)")
     parser.add_argument("--runs", type=int, default=5, help="timed calls per precision and workload")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls first (the first traces the graph)")
     parser.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True,

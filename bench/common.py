@@ -18,13 +18,15 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(REPO_ROOT, "bench", "results")
 
 
-def interleaved_timings(functions, runs, warmup=2):
+def interleaved_timings(functions, runs, warmup=2, pause=0.0):
     """Times each callable `runs` times, alternating between them.
 
     Args:
         functions: dict name -> zero-argument callable.
         runs: timed calls per callable.
         warmup: untimed calls per callable first.
+        pause: seconds to rest after each timed call (untimed), so that
+            threads still spinning after one call do not slow the next.
 
     Returns:
         dict name -> list of seconds.
@@ -38,6 +40,7 @@ def interleaved_timings(functions, runs, warmup=2):
             start = time.perf_counter()
             function()
             timings[name].append(time.perf_counter() - start)
+            time.sleep(pause)
     return timings
 
 

@@ -5,12 +5,19 @@ In one process, interleaved (so a noisy neighbour slows all of them):
 - the peak: a float32 `N x N` by `N x N` matmul in a `tf.function`
   (2 N^3 FLOP per call; N = 4096 by default);
 - the model: TSM-ResNet-50, 8 segments at 224 (torch layout, 400 classes), in
-  a `tf.function` in inference mode, at batch 1 and at a larger batch.
+  a `tf.function` in inference mode, at batch 1 and at a larger batch;
+- the reference: the same network in PyTorch (the MMAction2-identical
+  `tests/torch_reference.py` network with a linear head, eval mode,
+  `torch.no_grad`, `torch.set_num_threads(--threads)`), at the same batches
+  (`--reference none` leaves it out).
 
 Both use `--threads` intra-op threads (default: every core). A clip costs
 `2 x model_complexity(model)["flops"]` FLOP (multiply-accumulates of the
 backbone, 32.9 G for R50 x8 at 224). The fraction of peak is the model's
 achieved FLOP/s over the matmul's, both from the medians of the same run.
+Goals: >= 80% of the peak, and >= 1.6x the reference's clips/s, at every batch.
+PyTorch's OpenMP threads spin for a while after each call; a pause of
+`--pause` seconds after every call keeps them from slowing the next one.
 
     python bench/inference_efficiency.py [--batches 1 4] [--runs 5] [--matmul-size 4096]
 """
@@ -54,6 +61,30 @@ def model_calls(backbone, num_segments, size, batches, num_classes):
     return calls, clip_flop
 
 
+def reference_calls(backbone, num_segments, size, batches, num_classes, threads):
+    """`{"batch B": callable}` for the PyTorch reference network in eval mode."""
+    import torch
+    from torch import nn
+
+    from bench.training_throughput import TORCH_BACKBONES
+    from tests import torch_reference as ref
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    build_backbone, feature_dim = TORCH_BACKBONES[backbone]
+    network = build_backbone(ref, num_segments).eval()
+    head = nn.Linear(feature_dim, num_classes).eval()
+
+    def forward(clips):
+        with torch.no_grad():
+            return ref.clip_forward(network, head, clips).numpy()
+
+    return {
+        f"batch {batch}": (lambda c: lambda: forward(c))(torch.randn(batch, num_segments, 3, size, size))
+        for batch in batches
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default="resnet50")
@@ -65,6 +96,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--reference", choices=["pytorch", "none"], default="pytorch",
+                        help="also time the PyTorch reference network (needs the torch extra)")
+    parser.add_argument("--pause", type=float, default=0.5, help="seconds of rest after every timed call")
     parser.add_argument("--out", default=os.path.join(RESULTS_DIR, "inference_efficiency.json"))
     args = parser.parse_args(argv)
 
@@ -74,7 +108,11 @@ def main(argv=None):
     peak_call, matmul_flop = matmul_call(args.matmul_size)
     calls, clip_flop = model_calls(args.backbone, args.num_segments, args.size, args.batches, args.num_classes)
     calls = {"matmul": peak_call, **calls}
-    timings = interleaved_timings(calls, runs=args.runs, warmup=args.warmup)
+    if args.reference == "pytorch":
+        reference = reference_calls(args.backbone, args.num_segments, args.size, args.batches, args.num_classes,
+                                    args.threads)
+        calls.update({f"pytorch {name}": call for name, call in reference.items()})
+    timings = interleaved_timings(calls, runs=args.runs, warmup=args.warmup, pause=args.pause)
     stats = {name: summarize(seconds) for name, seconds in timings.items()}
 
     peak = matmul_flop / (stats["matmul"]["median_ms"] / 1000.0)
@@ -82,7 +120,7 @@ def main(argv=None):
     results = {"matmul": {**stats["matmul"], "flop": matmul_flop, "flop_per_s": peak, "best_flop_per_s": peak_best}}
     model_label = f"TSM-{args.backbone} x{args.num_segments} {args.size}"
     rows = [[f"matmul {args.matmul_size}^2 float32 (peak)", "-", stats["matmul"]["median_ms"], "-",
-             peak / 1e9, 1.0]]
+             peak / 1e9, 1.0, "-"]]
     for batch in args.batches:
         name = f"batch {batch}"
         clips_per_s = batch / (stats[name]["median_ms"] / 1000.0)
@@ -90,10 +128,22 @@ def main(argv=None):
         results[name] = {**stats[name], "batch": batch, "clips_per_s": clips_per_s, "flop_per_s": achieved,
                          "fraction_of_peak": achieved / peak}
         rows.append([f"{model_label} tf.function", batch, stats[name]["median_ms"], clips_per_s, achieved / 1e9,
-                     achieved / peak])
+                     achieved / peak, "-"])
         print(f"{model_label} batch {batch}: {clips_per_s:.3f} clips/s = {achieved / 1e9:.1f} GFLOP/s, "
               f"{achieved / peak:.1%} of the matmul's {peak / 1e9:.1f} GFLOP/s", flush=True)
-    columns = ["workload", "batch", "ms (median)", "clips/s", "GFLOP/s", "fraction of peak"]
+        if f"pytorch {name}" in stats:
+            reference = stats[f"pytorch {name}"]
+            reference_clips_per_s = batch / (reference["median_ms"] / 1000.0)
+            speedup = clips_per_s / reference_clips_per_s
+            results[f"pytorch {name}"] = {**reference, "batch": batch, "clips_per_s": reference_clips_per_s,
+                                          "fraction_of_peak": reference_clips_per_s * clip_flop / peak}
+            results[name]["speedup_over_reference"] = speedup
+            rows.append([f"PyTorch reference {args.size} eval", batch, reference["median_ms"], reference_clips_per_s,
+                         reference_clips_per_s * clip_flop / 1e9, reference_clips_per_s * clip_flop / peak,
+                         f"{speedup:.2f}x"])
+            print(f"PyTorch reference batch {batch}: {reference_clips_per_s:.3f} clips/s; tsm_keras {speedup:.2f}x",
+                  flush=True)
+    columns = ["workload", "batch", "ms (median)", "clips/s", "GFLOP/s", "fraction of peak", "tsm_keras / PyTorch"]
     print_table(f"Inference efficiency ({args.threads} threads; a clip = {clip_flop / 1e9:.1f} GFLOP)", columns, rows)
     write_json(args.out, {"benchmark": "inference_efficiency", "command": command_line(), "args": vars(args),
                           "clip_flop": clip_flop, "columns": columns, "rows": rows, "results": results})

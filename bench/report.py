@@ -12,6 +12,8 @@ and opens with the project's performance goals, met or not:
 - temporal shift overhead <= 3% (TSM vs its TSN twin), every model and engine;
 - online int8 TSM-MobileNetV2 per-frame latency <= 1.10x plain MobileNetV2;
 - input pipeline >= 2x the baseline pipeline's clips/s;
+- training >= 1.5x the PyTorch reference's clips/s at no more peak RSS, every
+  backbone and batch;
 - quickstart held-out top-1 in bfloat16 at most 1 point below float32.
 
     python bench/report.py [--results-dir bench/results] [--out docs/benchmarks.md]
@@ -50,7 +52,13 @@ SECTIONS = (
 SHIFT_OVERHEAD_GOAL = 0.03
 ONLINE_INT8_GOAL = 1.10
 INPUT_PIPELINE_GOAL = 2.0
+TRAINING_SPEED_GOAL = 1.5
+TRAINING_MEMORY_GOAL = 1.0
+INFERENCE_PEAK_GOAL = 0.80
+INFERENCE_SPEEDUP_GOAL = 1.6
 BFLOAT16_TOP1_GOAL = 1.0  # points of top-1 that bfloat16 may lose
+# The engines of bench/training_throughput.py, as the report names them.
+TRAINING_ENGINES = {"tsm_keras": "tsm_keras", "pytorch": "PyTorch reference"}
 
 
 def command_line(argv=None):
@@ -151,6 +159,57 @@ def cli_startup_goals(payload):
                  stats["median_ms"] < goal * 1000.0)]
 
 
+def training_goals(payload):
+    """tsm_keras over the PyTorch reference, per backbone and batch: clips/s >= 1.5x and peak RSS <= 1.0x.
+
+    Reads `results[backbone][batch]["ratio"]` / `["memory_ratio"]` (best
+    rounds of the two engines, run alternately). A JSON from before the
+    comparison (no `engines` in its args: the project's step alone) has no
+    goal rows.
+    """
+    name = "training clips/s vs PyTorch reference"
+    target = f">= {TRAINING_SPEED_GOAL:g}x at no more peak RSS"
+    if payload is None:
+        return [Goal(name, target, "-", None)]
+    if "engines" not in (payload.get("args") or {}):
+        return []
+    segments = payload["args"].get("num_segments", "?")
+    goals = []
+    for backbone, batches in payload.get("results", {}).items():
+        for batch, result in batches.items():
+            goal = Goal(f"{name}, TSM-{backbone} x{segments}, batch {batch}", target, "-", None)
+            if result.get("ratio") is not None and result.get("memory_ratio") is not None:
+                goal.measured = f"{result['ratio']:.2f}x, peak RSS {result['memory_ratio']:.2f}x"
+                goal.met = (round(result["ratio"], 2) >= TRAINING_SPEED_GOAL
+                            and round(result["memory_ratio"], 2) <= TRAINING_MEMORY_GOAL)
+            goals.append(goal)
+    return goals or [Goal(name, target, "-", None)]
+
+
+def inference_efficiency_goals(payload):
+    """Per batch: the model's FLOP/s >= 80% of the matmul's, and clips/s >= 1.6x the PyTorch reference's.
+
+    A JSON from before the reference was timed has no speed-up row.
+    """
+    model = "offline inference TSM-resnet50 x8"
+    if payload is None:
+        return [Goal(f"{model}, fraction of the float32 matmul peak", f">= {INFERENCE_PEAK_GOAL:.0%}", "-", None)]
+    model = f"offline inference TSM-{payload['args']['backbone']} x{payload['args']['num_segments']}"
+    goals = []
+    for name, result in payload["results"].items():
+        if not name.startswith("batch "):
+            continue
+        goals.append(Goal(f"{model}, fraction of the float32 matmul peak, batch {result['batch']}",
+                          f">= {INFERENCE_PEAK_GOAL:.0%}", f"{result['fraction_of_peak']:.0%}",
+                          round(result["fraction_of_peak"], 2) >= INFERENCE_PEAK_GOAL))
+        if "speedup_over_reference" in result:
+            speedup = result["speedup_over_reference"]
+            goals.append(Goal(f"{model} clips/s vs PyTorch reference, batch {result['batch']}",
+                              f">= {INFERENCE_SPEEDUP_GOAL:g}x", f"{speedup:.2f}x",
+                              round(speedup, 2) >= INFERENCE_SPEEDUP_GOAL))
+    return goals
+
+
 def bfloat16_goals(payload):
     """The quickstart's held-out top-1 in bfloat16 at most 1 point below float32 (`accuracy`, `--accuracy`)."""
     name = f"quickstart top-1 bf16 within {BFLOAT16_TOP1_GOAL:g} point of float32"
@@ -168,7 +227,9 @@ GOALS = {
     "shift_overhead": shift_overhead_goals,
     "online_latency": online_latency_goals,
     "input_pipeline": input_pipeline_goals,
+    "training_throughput": training_goals,
     "cli_startup": cli_startup_goals,
+    "inference_efficiency": inference_efficiency_goals,
     "bfloat16": bfloat16_goals,
 }
 
@@ -297,27 +358,45 @@ def collect_goals(results):
     return goals
 
 
-def headline_figures(results):
-    """The main figures of the benchmarks without a goal of their own (training, inference efficiency, bf16 speed)."""
-    lines = []
-    training = (results.get("training_throughput") or {}).get("results") or {}
-    for backbone, batches in training.items():
-        ok = {int(batch): result for batch, result in batches.items() if result.get("status") == "ok"}
-        if not ok:
-            continue
-        best = max(ok, key=lambda batch: ok[batch]["clips_per_s"])
-        largest = max(ok)
-        failed = sorted(int(batch) for batch, result in batches.items() if result.get("status") != "ok")
-        lines.append(
-            f"- Training TSM-{backbone}: best {ok[best]['clips_per_s']:.2f} clips/s (batch {best}); peak RSS "
+def training_summary(batches):
+    """`best ... clips/s (batch b); peak RSS ... GiB at batch B[; failed at batch ...]` of one engine, or None."""
+    ok = {int(batch): result for batch, result in batches.items() if result.get("status") == "ok"}
+    if not ok:
+        return None
+    best = max(ok, key=lambda batch: ok[batch]["clips_per_s"])
+    largest = max(ok)
+    failed = sorted(int(batch) for batch, result in batches.items() if result.get("status") != "ok")
+    return (f"best {ok[best]['clips_per_s']:.2f} clips/s (batch {best}); peak RSS "
             f"{ok[largest]['peak_rss_mib'] / 1024:.1f} GiB at batch {largest}"
-            + (f"; failed at batch {', '.join(map(str, failed))}" if failed else "") + "."
-        )
+            + (f"; failed at batch {', '.join(map(str, failed))}" if failed else ""))
+
+
+def training_headlines(payload):
+    """Per backbone (and engine, when the JSON compares two): best clips/s and peak RSS at the largest batch."""
+    lines = []
+    engines = ((payload or {}).get("args") or {}).get("engines")
+    for backbone, batches in ((payload or {}).get("results") or {}).items():
+        if engines is None:  # before the comparison: the project's step alone
+            per_engine = {f"TSM-{backbone}": batches}
+        else:
+            per_engine = {f"TSM-{backbone}, {TRAINING_ENGINES.get(engine, engine)}":
+                          {batch: result[engine] for batch, result in batches.items() if engine in result}
+                          for engine in engines}
+        for label, engine_batches in per_engine.items():
+            summary = training_summary(engine_batches)
+            if summary:
+                lines.append(f"- Training {label}: {summary}.")
+    return lines
+
+
+def headline_figures(results):
+    """Main figures of training (absolute, next to its ratio goals), inference efficiency and the bf16 speed-up."""
+    lines = training_headlines(results.get("training_throughput"))
     inference = results.get("inference_efficiency")
     if inference:
         peak = inference["results"]["matmul"]["flop_per_s"]
         parts = [f"batch {result['batch']}: {result['clips_per_s']:.2f} clips/s = {result['fraction_of_peak']:.0%}"
-                 for name, result in inference["results"].items() if name != "matmul"]
+                 for name, result in inference["results"].items() if name.startswith("batch ")]
         lines.append(f"- Offline inference TSM-{inference['args']['backbone']} x{inference['args']['num_segments']} "
                      f"({inference['clip_flop'] / 1e9:.1f} GFLOP a clip) as a fraction of the measured peak "
                      f"({peak / 1e9:.0f} GFLOP/s, float32 matmul): {'; '.join(parts)}.")

@@ -90,6 +90,31 @@ def bfloat16_payload():
     }
 
 
+def training_payload():
+    # Batch 1: 1.5x at 0.9x the peak RSS (met); batch 2: 2x faster but 1.25x the memory (not met);
+    # batch 4: the reference failed (not measured).
+    def engine(clips_per_s, peak_rss_mib):
+        return {"status": "ok", "clips_per_s": clips_per_s, "peak_rss_mib": peak_rss_mib, "best_round": 0,
+                "rounds": [{"status": "ok", "clips_per_s": clips_per_s, "peak_rss_mib": peak_rss_mib}]}
+
+    failed = {"status": "failed", "error": "exit code -9: killed", "rounds": []}
+    return {
+        "benchmark": "training_throughput", "machine": MACHINE,
+        "command": "python bench/training_throughput.py --configs resnet50:1,2,4",
+        "args": {"configs": ["resnet50:1,2,4"], "engines": ["tsm_keras", "pytorch"], "num_segments": 8},
+        "columns": ["model", "batch", "tsm_keras clips/s", "pytorch clips/s", "clips/s ratio (>= 1.5x)",
+                    "tsm_keras peak RSS GiB", "pytorch peak RSS GiB", "peak RSS ratio (<= 1x)", "status"],
+        "rows": [["TSM-resnet50 x8", 1, 0.75, 0.5, "1.50x", 1.8, 2.0, "0.90x", "ok"]],
+        "results": {"resnet50": {
+            "1": {"tsm_keras": engine(0.75, 1843.2), "pytorch": engine(0.5, 2048.0),
+                  "ratio": 0.75 / 0.5, "memory_ratio": 1843.2 / 2048.0},
+            "2": {"tsm_keras": engine(1.0, 3840.0), "pytorch": engine(0.5, 3072.0),
+                  "ratio": 2.0, "memory_ratio": 1.25},
+            "4": {"tsm_keras": engine(0.5, 6144.0), "pytorch": failed, "ratio": None, "memory_ratio": None},
+        }},
+    }
+
+
 def write_results(directory, *payloads):
     directory.mkdir(parents=True, exist_ok=True)
     for payload in payloads:
@@ -127,15 +152,47 @@ def test_goals_are_judged_from_the_recorded_figures(tmp_path):
         "online int8 TSM-MobileNetV2 / plain MobileNetV2 per frame, 1 thread": ("1.050x", "met"),
         "online int8 TSM-MobileNetV2 / plain MobileNetV2 per frame, 2 threads": ("1.200x", "**not met**"),
         "input pipeline clips/s over the sequential baseline": ("2.50x", "met"),
+        "training clips/s vs PyTorch reference": ("-", "not measured"),
+        "offline inference TSM-resnet50 x8, fraction of the float32 matmul peak": ("-", "not measured"),
     }
     assert ("- bf16 speed-up over float32 (median time ratio, >1 = bf16 faster): TSM-resnet50 train batch 1 "
             "1.25x, inference batch 1 1.60x.") in text
+
+
+def test_training_goals_compare_speed_and_memory_with_the_pytorch_reference(tmp_path):
+    text = render(write_results(tmp_path / "results", training_payload()), tmp_path)
+    name = "training clips/s vs PyTorch reference, TSM-resnet50 x8, batch"
+    assert {goal: row for goal, row in goal_rows(text).items() if goal.startswith("training")} == {
+        f"{name} 1": ("1.50x, peak RSS 0.90x", "met"),
+        f"{name} 2": ("2.00x, peak RSS 1.25x", "**not met**"),
+        f"{name} 4": ("-", "not measured"),
+    }
+    assert "| training clips/s vs PyTorch reference, TSM-resnet50 x8, batch 1 | >= 1.5x at no more peak RSS |" in text
+    section = text.split("## Training throughput and peak memory", 1)[1].split("\n## ", 1)[0]
+    assert "| model | batch | tsm_keras clips/s | pytorch clips/s | clips/s ratio (>= 1.5x) |" in section
+    assert "| TSM-resnet50 x8 | 1 | 0.75 | 0.5 | 1.50x | 1.8 | 2.0 | 0.90x | ok |" in section
+    # Absolute figures per engine; the engine that failed at batch 4 says so.
+    assert "- Training TSM-resnet50, tsm_keras: best 1.00 clips/s (batch 2); peak RSS 6.0 GiB at batch 4." in text
+    assert ("- Training TSM-resnet50, PyTorch reference: best 0.50 clips/s (batch 1); peak RSS 3.0 GiB at batch 2; "
+            "failed at batch 4.") in text
+
+
+def test_training_run_of_one_engine_is_not_measured_against_the_reference(tmp_path):
+    payload = training_payload()
+    payload["args"]["engines"] = ["tsm_keras"]
+    payload["results"] = {"resnet50": {"1": {"tsm_keras": payload["results"]["resnet50"]["1"]["tsm_keras"],
+                                             "ratio": None, "memory_ratio": None}}}
+    text = render(write_results(tmp_path / "results", payload), tmp_path)
+    assert goal_rows(text)["training clips/s vs PyTorch reference, TSM-resnet50 x8, batch 1"] == ("-", "not measured")
+    assert "- Training TSM-resnet50, tsm_keras: best 0.75 clips/s (batch 1); peak RSS 1.8 GiB at batch 1." in text
+    assert "PyTorch reference:" not in text
 
 
 def test_missing_benchmarks_are_reported_not_measured(tmp_path):
     text = render(write_results(tmp_path / "results", input_pipeline_payload()), tmp_path)
     goals = goal_rows(text)
     assert goals["shift overhead"] == ("-", "not measured")
+    assert goals["training clips/s vs PyTorch reference"] == ("-", "not measured")
     assert goals["online int8 TSM-MobileNetV2 / plain MobileNetV2 per frame"] == ("-", "not measured")
     assert goals["quickstart top-1 bf16 within 1 point of float32"] == ("-", "not measured")
     assert "No results yet (`bench/results/training_throughput.json` is missing)." in text
@@ -164,6 +221,7 @@ def test_recorded_command_wins_and_figures_fall_back_to_a_table(tmp_path):
 
 
 def test_headline_figures_of_training_and_inference(tmp_path):
+    # A training JSON from before the PyTorch comparison (no `engines`): rendered as before, no goal rows.
     training = {
         "benchmark": "training_throughput", "machine": MACHINE, "command": "python bench/training_throughput.py",
         "columns": ["model", "batch"], "rows": [],
@@ -183,8 +241,36 @@ def test_headline_figures_of_training_and_inference(tmp_path):
     text = render(write_results(tmp_path / "results", training, inference), tmp_path)
     assert ("- Training TSM-resnet50: best 0.75 clips/s (batch 2); peak RSS 3.0 GiB at batch 2; "
             "failed at batch 4.") in text
+    assert not any(goal.startswith("training") for goal in goal_rows(text))
     assert ("- Offline inference TSM-resnet50 x8 (60.0 GFLOP a clip) as a fraction of the measured peak "
             "(275 GFLOP/s, float32 matmul): batch 1: 2.00 clips/s = 44%.") in text
+    assert goal_rows(text)["offline inference TSM-resnet50 x8, fraction of the float32 matmul peak, batch 1"] == (
+        "44%", "**not met**")
+
+
+def test_inference_goals_compare_with_the_peak_and_the_pytorch_reference(tmp_path):
+    peak = 2 * 4096**3 / 0.5
+    inference = {
+        "benchmark": "inference_efficiency", "machine": MACHINE, "columns": ["workload"], "rows": [],
+        "args": {"backbone": "resnet50", "num_segments": 8}, "clip_flop": 60e9,
+        "results": {
+            "matmul": {"flop_per_s": peak},
+            # 4 clips/s x 60 GFLOP = 240 GFLOP/s = 87% of 274.9; 1.70 clips/s = 37%.
+            "batch 1": {"batch": 1, "clips_per_s": 4.0, "fraction_of_peak": 240e9 / peak,
+                        "speedup_over_reference": 4.0 / 2.5},
+            "batch 4": {"batch": 4, "clips_per_s": 1.7, "fraction_of_peak": 102e9 / peak,
+                        "speedup_over_reference": 1.7 / 1.25},
+            "pytorch batch 1": {"batch": 1, "clips_per_s": 2.5, "fraction_of_peak": 150e9 / peak},
+        },
+    }
+    goals = goal_rows(render(write_results(tmp_path / "results", inference), tmp_path))
+    name = "offline inference TSM-resnet50 x8"
+    assert {goal: row for goal, row in goals.items() if goal.startswith(name)} == {
+        f"{name}, fraction of the float32 matmul peak, batch 1": ("87%", "met"),
+        f"{name} clips/s vs PyTorch reference, batch 1": ("1.60x", "met"),
+        f"{name}, fraction of the float32 matmul peak, batch 4": ("37%", "**not met**"),
+        f"{name} clips/s vs PyTorch reference, batch 4": ("1.36x", "**not met**"),
+    }
 
 
 def test_load_average_is_recorded_and_flagged(tmp_path, monkeypatch):

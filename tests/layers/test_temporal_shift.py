@@ -155,3 +155,27 @@ def test_other_keras_backends_match_tensorflow(backend, module, tmp_path):
         np.testing.assert_array_equal(
             np.load(f"{out}_{direction}.npy"), numpy_shift(frames, 4, 8, direction)
         )
+
+
+@pytest.mark.parametrize("direction", ["bidirectional", "unidirectional"])
+def test_training_gradient_is_the_opposite_shift(direction):
+    """In training the gradient is given explicitly (the opposite shift); it must equal
+    the gradient of the shift's numpy definition: d sum(w * shift(x)) / dx = shift^T(w)."""
+    import tensorflow as tf
+
+    num_segments, shift_div = 4, 4
+    rng = np.random.default_rng(7)
+    frames = tf.constant(rng.normal(size=(2 * num_segments, 2, 3, 8)).astype("float32"))
+    weights = rng.normal(size=frames.shape).astype("float32")
+    layer = TemporalShift(num_segments, shift_div=shift_div, direction=direction)
+    with tf.GradientTape() as tape:
+        tape.watch(frames)
+        shifted = layer(frames, training=True)
+        loss = tf.reduce_sum(shifted * weights)
+    gradient = tape.gradient(loss, frames).numpy()
+    np.testing.assert_array_equal(shifted.numpy(), numpy_shift(frames.numpy(), num_segments, shift_div, direction))
+    # The shift is a 0/1 matrix S (out = S x): the gradient is S^T w, built from the reference column by column.
+    flat = frames.numpy().size
+    basis = np.eye(flat, dtype="float32").reshape((flat,) + tuple(frames.shape))
+    matrix = np.stack([numpy_shift(e, num_segments, shift_div, direction).ravel() for e in basis], axis=1)
+    np.testing.assert_allclose(gradient.ravel(), matrix.T @ weights.ravel(), atol=1e-6)

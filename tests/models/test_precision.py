@@ -108,7 +108,6 @@ def test_load_test_model_builds_in_the_requested_precision(tmp_path, tiny_config
         np.testing.assert_array_equal(mine, theirs)
 
 
-@pytest.mark.slow
 def test_fit_in_bfloat16_runs_and_the_loss_falls(tmp_path, tiny_config_file):
     """Five steps on the same two videos: the training loss is finite and falls; the weights stay float32."""
     config_path = tiny_config_file(

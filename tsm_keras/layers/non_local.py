@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from tsm_keras.layers.batch_norm import FusedBatchNormalization
+
 NON_LOCAL_MODES = ("dot_product", "gaussian", "embedded_gaussian")
 
 
@@ -80,7 +82,7 @@ class NonLocal(keras.layers.Layer):
         inner_shape = tuple(input_shape[:-1]) + (self.inter_channels,)
         self.conv_out = pointwise(channels, "conv_out", use_bias=False)
         self.conv_out.build(inner_shape)
-        self.bn = keras.layers.BatchNormalization(
+        self.bn = FusedBatchNormalization(
             epsilon=self.bn_epsilon,
             momentum=self.bn_momentum,
             gamma_initializer="zeros",

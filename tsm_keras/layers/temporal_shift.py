@@ -61,28 +61,28 @@ class TemporalShift(keras.layers.Layer):
         self.direction = direction
         self.supports_masking = False
 
-    def call(self, inputs):
-        channels = inputs.shape[-1]
-        fold = shift_fold(channels, self.shift_div)
+    def call(self, inputs, training=None):
+        fold = shift_fold(inputs.shape[-1], self.shift_div)
         if fold == 0:
             return inputs
-        frame_shape = tuple(inputs.shape[1:])
-        if any(dim is None for dim in frame_shape):
-            frame_shape = tuple(ops.shape(inputs)[1:])
-        clips = ops.reshape(inputs, (-1, self.num_segments) + frame_shape)
-        rank = len(frame_shape) + 2
-        pad_after = [[0, 0], [0, 1]] + [[0, 0]] * (rank - 2)
-        pad_before = [[0, 0], [1, 0]] + [[0, 0]] * (rank - 2)
-        if self.direction == BIDIRECTIONAL:
-            from_next = ops.pad(clips[:, 1:, ..., :fold], pad_after)
-            from_previous = ops.pad(clips[:, :-1, ..., fold : 2 * fold], pad_before)
-            shifted = ops.concatenate(
-                [from_next, from_previous, clips[..., 2 * fold :]], axis=-1
-            )
-        else:
-            from_previous = ops.pad(clips[:, :-1, ..., :fold], pad_before)
-            shifted = ops.concatenate([from_previous, clips[..., fold:]], axis=-1)
-        return ops.reshape(shifted, ops.shape(inputs))
+        sources = _FORWARD_SOURCES[self.direction]
+        if not training:
+            return _shift(inputs, self.num_segments, fold, sources)
+        # The gradient of a shift is the opposite shift. Given explicitly, the
+        # backward pass costs one shift instead of one full-size zero-padded
+        # gradient per slice and their sum.
+        num_segments = self.num_segments
+        opposite = tuple(_OPPOSITE[source] for source in sources)
+
+        @ops.custom_gradient
+        def shift_with_gradient(frames):
+            def gradient(*args, upstream=None):
+                upstream = args[0] if upstream is None else upstream
+                return _shift(upstream, num_segments, fold, opposite)
+
+            return _shift(frames, num_segments, fold, sources), gradient
+
+        return shift_with_gradient(inputs)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -95,3 +95,34 @@ class TemporalShift(keras.layers.Layer):
             direction=self.direction,
         )
         return config
+
+
+# Where each shifted group of `fold` channels takes its value from, in order
+# from channel 0: the next frame or the previous one.
+_NEXT, _PREVIOUS = "next", "previous"
+_FORWARD_SOURCES = {BIDIRECTIONAL: (_NEXT, _PREVIOUS), UNIDIRECTIONAL: (_PREVIOUS,)}
+_OPPOSITE = {_NEXT: _PREVIOUS, _PREVIOUS: _NEXT}
+
+
+def _shift(frames, num_segments, fold, sources):
+    """Shifts channel groups `[i*fold:(i+1)*fold]` of `(N*T, ...)` frames along time.
+
+    Group `i` takes the value of the frame named by `sources[i]` (zero where
+    that frame is outside the clip); the channels after the groups are
+    unchanged. Slicing, zero padding and one concatenation: no parameters,
+    and a pure int8 graph once quantized.
+    """
+    frame_shape = tuple(frames.shape[1:])
+    if any(dim is None for dim in frame_shape):
+        frame_shape = tuple(ops.shape(frames)[1:])
+    clips = ops.reshape(frames, (-1, num_segments) + frame_shape)
+    same_frame = [[0, 0]] * len(frame_shape)
+    pieces = []
+    for group, source in enumerate(sources):
+        channels = slice(group * fold, (group + 1) * fold)
+        if source == _NEXT:
+            pieces.append(ops.pad(clips[:, 1:, ..., channels], [[0, 0], [0, 1]] + same_frame))
+        else:
+            pieces.append(ops.pad(clips[:, :-1, ..., channels], [[0, 0], [1, 0]] + same_frame))
+    pieces.append(clips[..., len(sources) * fold :])
+    return ops.reshape(ops.concatenate(pieces, axis=-1), ops.shape(frames))

@@ -13,6 +13,8 @@ import dataclasses
 
 import keras
 
+from tsm_keras.layers.batch_norm import FusedBatchNormalization
+
 LAYOUTS = ("keras", "torch")
 
 
@@ -47,7 +49,7 @@ class Layout:
         )(x)
 
     def batch_norm(self, x, name, momentum, epsilon=None):
-        return keras.layers.BatchNormalization(
+        return FusedBatchNormalization(
             epsilon=self.bn_epsilon if epsilon is None else epsilon,
             momentum=momentum,
             name=name,
