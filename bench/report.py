@@ -13,7 +13,8 @@ and opens with the project's performance goals, met or not:
 - online int8 TSM-MobileNetV2 per-frame latency <= 1.10x plain MobileNetV2;
 - input pipeline >= 2x the baseline pipeline's clips/s;
 - training >= 1.5x the PyTorch reference's clips/s at no more peak RSS, every
-  backbone and batch.
+  backbone and batch;
+- quickstart held-out top-1 in bfloat16 at most 1 point below float32.
 
     python bench/report.py [--results-dir bench/results] [--out docs/benchmarks.md]
     python bench/report.py --record-load NAME start|end   # used by bench/run_all.sh
@@ -45,6 +46,7 @@ SECTIONS = (
     ("input_pipeline", "Input pipeline"),
     ("training_throughput", "Training throughput and peak memory"),
     ("inference_efficiency", "Offline inference efficiency"),
+    ("bfloat16", "bfloat16 vs float32"),
     ("cli_startup", "Command start-up (--help)"),
 )
 SHIFT_OVERHEAD_GOAL = 0.03
@@ -54,6 +56,7 @@ TRAINING_SPEED_GOAL = 1.5
 TRAINING_MEMORY_GOAL = 1.0
 INFERENCE_PEAK_GOAL = 0.80
 INFERENCE_SPEEDUP_GOAL = 1.6
+BFLOAT16_TOP1_GOAL = 1.0  # points of top-1 that bfloat16 may lose
 # The engines of bench/training_throughput.py, as the report names them.
 TRAINING_ENGINES = {"tsm_keras": "tsm_keras", "pytorch": "PyTorch reference"}
 
@@ -207,6 +210,19 @@ def inference_efficiency_goals(payload):
     return goals
 
 
+def bfloat16_goals(payload):
+    """The quickstart's held-out top-1 in bfloat16 at most 1 point below float32 (`accuracy`, `--accuracy`)."""
+    name = f"quickstart top-1 bf16 within {BFLOAT16_TOP1_GOAL:g} point of float32"
+    target = f"bf16 >= float32 - {BFLOAT16_TOP1_GOAL:g} point"
+    accuracy = (payload or {}).get("accuracy")
+    if not accuracy:
+        return [Goal(name, target, "-", None)]
+    difference = accuracy["top1_difference_points"]
+    measured = (f"{accuracy['bfloat16']['top1']:.1%} vs {accuracy['float32']['top1']:.1%} "
+                f"({difference:+.1f} points)")
+    return [Goal(name, target, measured, round(difference, 1) >= -BFLOAT16_TOP1_GOAL)]
+
+
 GOALS = {
     "shift_overhead": shift_overhead_goals,
     "online_latency": online_latency_goals,
@@ -214,6 +230,7 @@ GOALS = {
     "training_throughput": training_goals,
     "cli_startup": cli_startup_goals,
     "inference_efficiency": inference_efficiency_goals,
+    "bfloat16": bfloat16_goals,
 }
 
 
@@ -373,7 +390,7 @@ def training_headlines(payload):
 
 
 def headline_figures(results):
-    """Main figures of training (absolute, next to its ratio goals) and of inference efficiency (no goal)."""
+    """Main figures of training (absolute, next to its ratio goals), inference efficiency and the bf16 speed-up."""
     lines = training_headlines(results.get("training_throughput"))
     inference = results.get("inference_efficiency")
     if inference:
@@ -383,6 +400,12 @@ def headline_figures(results):
         lines.append(f"- Offline inference TSM-{inference['args']['backbone']} x{inference['args']['num_segments']} "
                      f"({inference['clip_flop'] / 1e9:.1f} GFLOP a clip) as a fraction of the measured peak "
                      f"({peak / 1e9:.0f} GFLOP/s, float32 matmul): {'; '.join(parts)}.")
+    speedups = (results.get("bfloat16") or {}).get("results") or {}
+    parts = [f"TSM-{backbone} " + ", ".join(f"{workload} {result['speedup']:.2f}x" for workload, result in
+                                           workloads.items())
+             for backbone, workloads in speedups.items()]
+    if parts:
+        lines.append(f"- bf16 speed-up over float32 (median time ratio, >1 = bf16 faster): {'; '.join(parts)}.")
     return lines
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark of bench/ and rewrites docs/benchmarks.md from bench/results/*.json.
 #
-#   bash bench/run_all.sh                 # everything (about 45-55 minutes on 2 quiet cores)
+#   bash bench/run_all.sh                 # everything (about 60-70 minutes on 2 quiet cores)
 #   bash bench/run_all.sh shift_overhead training_throughput   # some of them, then the report
 #
 # Each benchmark is run with its defaults (the command recorded in its JSON and shown in the
@@ -12,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export TF_CPP_MIN_LOG_LEVEL=2
 
-ALL=(shift_overhead online_latency input_pipeline training_throughput inference_efficiency android_bench_host cli_startup)
+ALL=(shift_overhead online_latency input_pipeline training_throughput inference_efficiency bfloat16 android_bench_host cli_startup)
 if [ "$#" -gt 0 ]; then SELECTED=("$@"); else SELECTED=("${ALL[@]}"); fi
 
 ANDROID_DIR=bench/results/android_bench_host

@@ -75,7 +75,7 @@ def parse_configuration(text):
     return backbone, batch_sizes
 
 
-def training_config(backbone, batch_size, num_segments, size, num_classes):
+def training_config(backbone, batch_size, num_segments, size, num_classes, precision="float32"):
     """The validated training `Config` of one configuration (MMAction2 recipe defaults)."""
     from tsm_keras.training import Config
 
@@ -84,7 +84,7 @@ def training_config(backbone, batch_size, num_segments, size, num_classes):
         # The data section only sets the clip shape: the benchmark feeds its own batch,
         # the list is never read.
         "data": {"source": "video", "train_list": "unused.txt", "num_clips": num_segments, "crop_size": size},
-        "train": {"batch_per_replica": batch_size, "seed": 0},
+        "train": {"batch_per_replica": batch_size, "seed": 0, "precision": precision},
     })
 
 
@@ -95,19 +95,24 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def tsm_keras_step(backbone, batch_size, num_segments, size, num_classes, threads):
-    """The train/fit.py step on a fixed random batch: `(step() -> loss, parameter count)`."""
+def tsm_keras_step(backbone, batch_size, num_segments, size, num_classes, threads, precision="float32"):
+    """The train/fit.py step on a fixed random batch: `(step() -> loss, parameter count)`.
+
+    `precision` is `train.precision` (`bench/bfloat16.py` compares float32 and bfloat16).
+    """
     import keras
     import tensorflow as tf
 
+    from tsm_keras.models.precision import precision_scope
     from tsm_keras.training.schedule import build_schedule
     from tsm_keras.training.trainer import build_model, build_optimizer, make_train_step
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)  # before the runtime starts
-    config = training_config(backbone, batch_size, num_segments, size, num_classes)
+    config = training_config(backbone, batch_size, num_segments, size, num_classes, precision)
     keras.utils.set_random_seed(0)
     strategy = tf.distribute.get_strategy()
-    model = build_model(config)
+    with precision_scope(precision):
+        model = build_model(config)
     schedule = build_schedule(config, config.optimizer.lr, steps_per_epoch=1000)
     optimizer = build_optimizer(config, model, schedule)
     train_step = make_train_step(model, optimizer, strategy, global_batch=batch_size)

@@ -74,6 +74,22 @@ def cli_startup_payload():
     }
 
 
+def bfloat16_payload():
+    # top-1 99.0% in bfloat16 vs 100.0% in float32: -1.0 point (met, the goal is inclusive).
+    return {
+        "benchmark": "bfloat16",
+        "machine": MACHINE,
+        "args": {"backbones": ["resnet50"], "runs": 5},
+        "columns": ["model", "workload", "batch", "float32 ms (median)", "bfloat16 ms (median)", "bfloat16 speed-up"],
+        "rows": [["TSM-resnet50 x8 224", "inference", 1, 400.0, 250.0, 1.6]],
+        "results": {"resnet50": {"train batch 1": {"float32": stats(2000.0), "bfloat16": stats(1600.0),
+                                                   "speedup": 1.25},
+                                 "inference batch 1": {"float32": stats(400.0), "bfloat16": stats(250.0),
+                                                       "speedup": 1.6}}},
+        "accuracy": {"float32": {"top1": 1.0}, "bfloat16": {"top1": 0.99}, "top1_difference_points": -1.0},
+    }
+
+
 def training_payload():
     # Batch 1: 1.5x at 0.9x the peak RSS (met); batch 2: 2x faster but 1.25x the memory (not met);
     # batch 4: the reference failed (not measured).
@@ -125,9 +141,11 @@ def goal_rows(text):
 
 def test_goals_are_judged_from_the_recorded_figures(tmp_path):
     results = write_results(tmp_path / "results", shift_overhead_payload(), online_latency_payload(),
-                            input_pipeline_payload(), cli_startup_payload())
-    goals = goal_rows(render(results, tmp_path))
+                            input_pipeline_payload(), cli_startup_payload(), bfloat16_payload())
+    text = render(results, tmp_path)
+    goals = goal_rows(text)
     assert goals == {
+        "quickstart top-1 bf16 within 1 point of float32": ("99.0% vs 100.0% (-1.0 points)", "met"),
         "tsm-* --help wall time (median), slowest command (tsm-export)": ("1.20 s", "**not met**"),
         "shift overhead, resnet50 x8, tf.function": ("+3.0%", "met"),
         "shift overhead, resnet50 x8, litert": ("+4.5%", "**not met**"),
@@ -137,6 +155,8 @@ def test_goals_are_judged_from_the_recorded_figures(tmp_path):
         "training clips/s vs PyTorch reference": ("-", "not measured"),
         "offline inference TSM-resnet50 x8, fraction of the float32 matmul peak": ("-", "not measured"),
     }
+    assert ("- bf16 speed-up over float32 (median time ratio, >1 = bf16 faster): TSM-resnet50 train batch 1 "
+            "1.25x, inference batch 1 1.60x.") in text
 
 
 def test_training_goals_compare_speed_and_memory_with_the_pytorch_reference(tmp_path):
@@ -174,6 +194,7 @@ def test_missing_benchmarks_are_reported_not_measured(tmp_path):
     assert goals["shift overhead"] == ("-", "not measured")
     assert goals["training clips/s vs PyTorch reference"] == ("-", "not measured")
     assert goals["online int8 TSM-MobileNetV2 / plain MobileNetV2 per frame"] == ("-", "not measured")
+    assert goals["quickstart top-1 bf16 within 1 point of float32"] == ("-", "not measured")
     assert "No results yet (`bench/results/training_throughput.json` is missing)." in text
 
 

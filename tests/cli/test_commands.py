@@ -194,6 +194,13 @@ def test_export_choices_are_the_exporters():
     assert export.IO_TYPES == tflite.IO_TYPES
 
 
+def test_precision_choices_are_the_inference_precisions():
+    """`tsm-test` / `tsm-predict --precision` spell their choices out too."""
+    from tsm_keras.models.precision import INFERENCE_PRECISIONS
+
+    assert common.PRECISIONS == INFERENCE_PRECISIONS
+
+
 def test_train_on_a_list_with_nothing_decodable_fails_in_one_line(tmp_path, tiny_config_file, capsys):
     """The data error crosses tf.data as a TensorFlow error; the command prints its line only."""
     from tsm_keras.cli.train import main as train

@@ -169,3 +169,20 @@ def test_predict_cli(workspace, capsys):
         os.rename(paths["offline"] + ".moved", paths["offline"] + ".json")
     assert "no metadata sidecar" in capsys.readouterr().err
     assert predict_cli.main([paths["offline"], str(paths["videos"][0]) + ".missing"]) == 2
+
+
+def test_predict_in_bfloat16_is_the_float32_model_to_bfloat16_rounding(workspace, capsys):
+    """`--precision bfloat16` runs the `.keras` model in bfloat16; a `.tflite` keeps its own precision."""
+    _, paths = workspace
+    video = paths["videos"][2]
+    exact, _ = predict_module.predict(paths["keras"], video, labels=LABELS, top=CLASSES)
+    fast, _ = predict_module.predict(paths["keras"], video, labels=LABELS, top=CLASSES, precision="bfloat16")
+    assert predict_module.KerasPredictor(paths["keras"], "bfloat16").model.get_layer("stem_conv").compute_dtype \
+        == "bfloat16"
+    expected = dict(exact)
+    np.testing.assert_allclose([probability for _, probability in fast],
+                               [expected[label] for label, _ in fast], atol=0.02)
+    assert predict_cli.main([paths["keras"], video, "--precision", "bfloat16"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[1] == f"class_{LABELS.index(fast[0][0])}"
+    assert predict_cli.main([paths["offline"], video, "--precision", "bfloat16"]) == 2
+    assert "--precision bfloat16 is for .keras models" in capsys.readouterr().err

@@ -57,6 +57,27 @@ def test_round_trip_through_yaml(tmp_path):
     assert again == config
 
 
+@pytest.mark.parametrize("name", ["bfloat16", "mixed_bfloat16"])
+def test_bfloat16_and_its_keras_name_are_one_precision(tmp_path, name):
+    """`bfloat16` is the documented name; configs written with Keras' `mixed_bfloat16` load as it."""
+    from tsm_keras.models.precision import dtype_policy
+
+    config = load_config(write(tmp_path, {**MINIMAL, "train": {**MINIMAL["train"], "precision": name}}))
+    assert config.train.precision == "bfloat16" and dtype_policy(config.train.precision) == "mixed_bfloat16"
+    assert yaml.safe_load(config.to_yaml())["train"]["precision"] == "bfloat16"
+    overridden = load_config(write(tmp_path, MINIMAL, "plain.yaml"), [f"train.precision={name}"])
+    assert overridden == config
+
+
+@pytest.mark.parametrize("value", ["float16", "bf16", 16, None])
+def test_a_bad_precision_is_refused_naming_train_precision(tmp_path, value):
+    path = write(tmp_path, {**MINIMAL, "train": {**MINIMAL["train"], "precision": value}})
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert (f"train.precision: expected one of ['float32', 'bfloat16', 'mixed_float16'] "
+            f"(or 'mixed_bfloat16' for 'bfloat16'), got {value!r}") in str(error.value)
+
+
 @pytest.mark.parametrize(
     "section, key, value, message",
     [

@@ -88,6 +88,21 @@ def test_test_tool_prints_metrics_and_writes_reports_and_dump(trained, tmp_path,
     np.testing.assert_allclose([record["pred_score"] for record in document["results"]], scores, rtol=1e-6)
 
 
+def test_test_tool_in_bfloat16_scores_like_float32(trained, tmp_path):
+    """`--precision bfloat16` tests the float32 weights in bfloat16: the averaged probabilities agree closely."""
+    config_path, work_dir, _ = trained
+    scores = {}
+    for precision in ("float32", "bfloat16"):
+        dump = tmp_path / precision / "scores.pkl"
+        assert load_script("test").main(["--config", str(config_path), "--checkpoint", str(work_dir),
+                                         "--precision", precision, "--dump", str(dump),
+                                         "--out-dir", str(tmp_path / precision)]) == 0
+        with open(dump, "rb") as handle:
+            scores[precision] = np.stack([record["pred_score"] for record in pickle.load(handle)])
+    assert np.abs(scores["bfloat16"] - scores["float32"]).max() > 0, "both ran in float32"
+    np.testing.assert_allclose(scores["bfloat16"], scores["float32"], atol=0.02)
+
+
 def test_test_tool_reads_training_checkpoints_and_work_dirs(trained, tmp_path):
     config_path, work_dir, result = trained
     script = load_script("test")

@@ -27,6 +27,19 @@ OK, FAILURE, USAGE = 0, 1, 2
 _PLAIN_ERRORS = (ValueError, OSError, RuntimeError)
 
 
+# tsm_keras.models.precision.INFERENCE_PRECISIONS, spelled here so that --help answers without
+# TensorFlow (a test keeps them equal).
+PRECISIONS = ("float32", "bfloat16")
+
+
+def add_precision_argument(parser, default):
+    """`--precision {float32,bfloat16}` of the inference commands; `default` says what None means."""
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="compute precision: bfloat16 is Keras mixed_bfloat16 (float32 weights, bfloat16 "
+                             "compute), faster for ResNets on CPUs with native bfloat16 (AVX512-BF16, AMX) "
+                             f"(default: {default})")
+
+
 class UsageError(Exception):
     """Arguments or inputs to fix before anything can run (exit status 2)."""
 

@@ -1,7 +1,7 @@
 """Top-5 classes of a video with a trained TSM (`.keras`) or an exported model (`.tflite`).
 
     tsm-predict MODEL.keras|MODEL.tflite VIDEO \\
-        [--data-config CONFIG.yaml] [--labels FILE_OR_NAME] [--top 5] [--threads 2]
+        [--data-config CONFIG.yaml] [--labels FILE_OR_NAME] [--top 5] [--threads 2] [--precision bfloat16]
 
 Frames go through the project's data pipeline (test sampling, short side
 resize, crops, normalisation); the protocol is the data config's or, without
@@ -25,6 +25,7 @@ def build_parser():
     parser.add_argument("--labels", help="label map file or kinetics400 / sthv2 (default: metadata / config)")
     parser.add_argument("--top", type=int, default=5, help="classes to print (default 5)")
     parser.add_argument("--threads", type=int, default=None, help="LiteRT CPU threads")
+    common.add_precision_argument(parser, "float32; .keras models only")
     return parser
 
 
@@ -36,11 +37,15 @@ def run(args):
             raise common.UsageError(f"{path}: no such file")
     if args.top < 1:
         raise common.UsageError(f"--top must be >= 1, got {args.top}")
+    if args.precision == "bfloat16" and not args.model.endswith(".keras"):
+        raise common.UsageError("--precision bfloat16 is for .keras models; a .tflite model computes in the "
+                                "precision it was exported in (tsm-export --quant)")
     from tsm_keras.export.exporter import load_data_config
     from tsm_keras.inference.predict import predict
 
     data_config = load_data_config(args.data_config) if args.data_config else None
-    ranking, num_views = predict(args.model, args.video, data_config, args.labels, args.top, args.threads)
+    ranking, num_views = predict(args.model, args.video, data_config, args.labels, args.top, args.threads,
+                                 args.precision or "float32")
     print(f"{args.video} ({num_views} view{'s' if num_views > 1 else ''}, {os.path.basename(args.model)}):")
     for rank, (name, probability) in enumerate(ranking, start=1):
         print(f"  {rank}. {name:<32s} {probability:.4f}")

@@ -32,6 +32,7 @@ def build_parser():
     parser.add_argument("--split", choices=("train", "val", "test"), help="default: the config's test.split")
     parser.add_argument("--dump", metavar="FILE", help="write per-video scores to FILE.pkl and FILE.json")
     parser.add_argument("--out-dir", help="report directory (default: see below)")
+    common.add_precision_argument(parser, "the config's train.precision")
     return parser
 
 
@@ -69,7 +70,7 @@ def run(args):
 
     split = args.split or config.test.split
     out_dir = args.out_dir or os.path.join(run_directory(args.checkpoint), report_name(trained, config, split))
-    model = load_test_model(config, args.checkpoint)
+    model = load_test_model(config, args.checkpoint, args.precision)
     run_test(config, model, out_dir, split=split, dump=args.dump)
 
 

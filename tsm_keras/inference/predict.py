@@ -66,16 +66,18 @@ def read_views(video, config):
 
 
 class KerasPredictor:
-    """Per-view logits of a `.keras` TSM."""
+    """Per-view logits of a `.keras` TSM, computed in `precision` (`"float32"` or `"bfloat16"`)."""
 
-    def __init__(self, path):
+    def __init__(self, path, precision="float32"):
         import keras
 
         import tsm_keras  # noqa: F401  (registers the TSM classes)
+        from tsm_keras.models.precision import with_precision
 
-        self.model = keras.saving.load_model(path, compile=False)
-        if not hasattr(self.model, "tsm_config"):
-            raise ValueError(f"{path}: not a tsm_keras TSM (got {type(self.model).__name__})")
+        model = keras.saving.load_model(path, compile=False)
+        if not hasattr(model, "tsm_config"):
+            raise ValueError(f"{path}: not a tsm_keras TSM (got {type(model).__name__})")
+        self.model = with_precision(model, precision)
         self.num_classes = self.model.num_classes
         self.num_segments = self.model.num_segments
         self.input_size = tuple(self.model.frame_shape[:2])
@@ -110,19 +112,23 @@ class LiteRTPredictor:
         return np.stack([clip_logits(self.model, view).mean(axis=0) for view in views])
 
 
-def load_predictor(path, num_threads=None):
+def load_predictor(path, num_threads=None, precision="float32"):
+    """The predictor of a model file; `precision` is for `.keras` models (a `.tflite` has its own)."""
     if path.endswith(".tflite"):
+        if precision != "float32":
+            raise ValueError(f"{path}: precision {precision!r} is for .keras models; a .tflite model computes in "
+                             "the precision it was exported in (tsm-export --quant)")
         return LiteRTPredictor(path, num_threads)
     if path.endswith(".keras"):
-        return KerasPredictor(path)
+        return KerasPredictor(path, precision)
     raise ValueError(f"{path}: expected a .keras or .tflite model")
 
 
-def predict(model_path, video, data_config=None, labels=None, top=5, num_threads=None):
-    """`[(label, probability), ...]`, the `top` classes of `video`."""
+def predict(model_path, video, data_config=None, labels=None, top=5, num_threads=None, precision="float32"):
+    """`[(label, probability), ...]`, the `top` classes of `video` (`precision`: see `KerasPredictor`)."""
     from tsm_keras.export.exporter import resolve_labels
 
-    predictor = load_predictor(model_path, num_threads)
+    predictor = load_predictor(model_path, num_threads, precision)
     config = view_config(data_config, predictor.input_size, predictor.num_segments, predictor.mean,
                          predictor.std, predictor.resize_short)
     names = resolve_labels(predictor.num_classes, labels if labels is not None else predictor.labels, data_config)

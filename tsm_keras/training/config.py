@@ -24,8 +24,11 @@ import yaml
 
 from tsm_keras.data import DataConfig
 from tsm_keras.data.annotations import load_label_map
+from tsm_keras.models.precision import PRECISION_SYNONYMS, PRECISIONS, canonical_precision
 from tsm_keras.models.spec import TSMSpec
 from tsm_keras.utils.config import (
+    REFUSE,
+    Check,
     ConfigError,
     ConfigSection,
     boolean,
@@ -40,10 +43,22 @@ from tsm_keras.utils.config import (
 )
 
 SCHEDULE_POLICIES = ("multistep", "cosine")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 TEST_AVERAGES = ("prob", "logit")
 SPLITS = ("train", "val", "test")
 VAL_PROTOCOLS = ("center", "test")
+
+
+def precision_name():
+    """A precision of `tsm_keras.models.precision`, returned as its documented name (synonyms accepted)."""
+
+    def convert(value):
+        try:
+            return canonical_precision(value) if isinstance(value, str) else REFUSE
+        except ValueError:
+            return REFUSE
+
+    synonyms = ", ".join(f"{synonym!r} for {name!r}" for synonym, name in PRECISION_SYNONYMS.items())
+    return Check(f"one of {list(PRECISIONS)} (or {synonyms})", convert)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,8 +186,10 @@ class TrainConfig(ConfigSection):
             (`--auto-scale-lr` scales lr by actual / base, as MMAction2).
         steps_per_epoch: null = one pass over the training list; an int caps
             the epoch (quick experiments, tests).
-        precision: `"float32"`, `"mixed_float16"` (GPU, dynamic loss
-            scaling) or `"mixed_bfloat16"`.
+        precision: `"float32"`, `"bfloat16"` (Keras `mixed_bfloat16`:
+            float32 variables, bfloat16 compute; `"mixed_bfloat16"` is read
+            as `"bfloat16"`) or `"mixed_float16"` (GPU, dynamic loss
+            scaling); see `tsm_keras.models.precision`.
         seed: global seed of weights, dropout and input order (null = random).
         deterministic: enable TensorFlow op determinism (repeatable runs).
         val_interval: evaluate on `test.val_split` every this many epochs
@@ -185,7 +202,7 @@ class TrainConfig(ConfigSection):
     batch_per_replica: int = option(16, integer(minimum=1))
     base_batch_size: int = option(128, integer(minimum=1))
     steps_per_epoch: Optional[int] = option(None, optional(integer(minimum=1)))
-    precision: str = option("float32", one_of(PRECISIONS))
+    precision: str = option("float32", precision_name())
     seed: Optional[int] = option(None, optional(integer(minimum=0)))
     deterministic: bool = option(False, boolean())
     val_interval: int = option(1, integer(minimum=0))

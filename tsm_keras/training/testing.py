@@ -7,6 +7,7 @@ import keras
 import tensorflow as tf
 
 from tsm_keras.data import build_test_dataset
+from tsm_keras.models.precision import precision_scope
 from tsm_keras.training import checkpoint as checkpoint_lib
 from tsm_keras.training import evaluation
 from tsm_keras.training.builders import CHECKPOINT_DIR, FINAL_WEIGHTS, build_model, class_names, time_reversed_pairs
@@ -16,7 +17,7 @@ CONFUSION_FILE = "confusion_matrix.png"
 PER_CLASS_FILE = "per_class.csv"
 
 
-def load_test_model(config, checkpoint):
+def load_test_model(config, checkpoint, precision=None):
     """The config's TSM at the test view size, with weights from `checkpoint`.
 
     Args:
@@ -27,6 +28,11 @@ def load_test_model(config, checkpoint):
             architecture), a training checkpoint directory
             (`checkpoints/step-*`), or a work dir (its `final.weights.h5`,
             else its newest checkpoint).
+        precision: the precision the model computes in (`"float32"`,
+            `"bfloat16"`, see `tsm_keras.models.precision`); default
+            `train.precision`, the precision of the end-of-training test.
+            The weights are float32 in every precision, so any checkpoint
+            loads in any precision.
     """
     path = os.fspath(checkpoint)
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, checkpoint_lib.STATE_FILE)):
@@ -37,7 +43,8 @@ def load_test_model(config, checkpoint):
             if latest is None:
                 raise FileNotFoundError(f"{checkpoint}: no {FINAL_WEIGHTS} and no checkpoints/step-* inside")
             path = latest
-    model = build_model(config, input_size=config.data.view_crop_size)
+    with precision_scope(precision or config.train.precision):
+        model = build_model(config, input_size=config.data.view_crop_size)
     if os.path.isdir(path):
         restore_model_variables(model, path)
     elif path.endswith(".weights.h5") and os.path.isfile(path):

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from tsm_keras.data import build_test_dataset, build_train_dataset, num_train_videos
+from tsm_keras.models.precision import precision_scope
 from tsm_keras.training import checkpoint as checkpoint_lib
 from tsm_keras.training import distribute, evaluation, reporting
 from tsm_keras.training.builders import (  # noqa: F401 (freeze_partial_bn: re-exported)
@@ -290,12 +291,8 @@ class Trainer:
             )
         if resume == "latest":
             resume = checkpoint_lib.latest_checkpoint(checkpoint_dir)
-        previous_policy = keras.mixed_precision.dtype_policy()
-        keras.mixed_precision.set_dtype_policy(config.train.precision)
-        try:
+        with precision_scope(config.train.precision):
             return self._fit(resume)
-        finally:
-            keras.mixed_precision.set_dtype_policy(previous_policy)
 
     def _fit(self, resume):
         config = self.config
