@@ -2,7 +2,7 @@
 
 import keras
 
-# Input dtypes the fused kernel is used for (it normalizes in float32, as Keras does).
+# Input dtypes the fused kernel is used for (float16 is upcast to float32, as Keras does).
 _FUSED_DTYPES = ("float16", "bfloat16", "float32")
 
 
@@ -38,8 +38,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
-        # As Keras does: normalize in float32 whatever the compute dtype.
-        x = tf.cast(inputs, tf.float32)
+        # The kernel takes bfloat16 activations as they are (its statistics and
+        # arithmetic are float32 inside, which is why Keras upcasts): no casts
+        # around it, and in inference it still folds into the convolution.
+        x = inputs if inputs.dtype in (tf.float32, tf.bfloat16) else tf.cast(inputs, tf.float32)
         channels = x.shape[-1]
         scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones((channels,), tf.float32)
         offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros((channels,), tf.float32)
