@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every benchmark of bench/ and rewrites docs/benchmarks.md from bench/results/*.json.
 #
-#   bash bench/run_all.sh                 # everything (about 60-70 minutes on 2 quiet cores)
+#   bash bench/run_all.sh                 # everything (about 40 minutes on 2 quiet cores, 2026-11-30)
 #   bash bench/run_all.sh shift_overhead training_throughput   # some of them, then the report
 #
 # Each benchmark is run with its defaults (the command recorded in its JSON and shown in the
