@@ -5,7 +5,10 @@ In one process, interleaved (so a noisy neighbour slows all of them):
 - the peak: a float32 `N x N` by `N x N` matmul in a `tf.function`
   (2 N^3 FLOP per call; N = 4096 by default);
 - the model: TSM-ResNet-50, 8 segments at 224 (torch layout, 400 classes), in
-  a `tf.function` in inference mode, at batch 1 and at a larger batch;
+  a `tf.function` in inference mode, at batch 1 and at a larger batch, in its
+  deploy form (`inference_form`: normalizations folded into the convs, the
+  form `tsm-test` and `tsm-predict` run) and as built (`--as-built`, the
+  train-time form, for comparison);
 - the reference: the same network in PyTorch (the MMAction2-identical
   `tests/torch_reference.py` network with a linear head, eval mode,
   `torch.no_grad`, `torch.set_num_threads(--threads)`), at the same batches
@@ -44,40 +47,41 @@ def matmul_call(size):
     return (lambda: product().numpy()), 2 * size**3
 
 
-def model_calls(backbone, num_segments, size, batches, num_classes):
-    """`{"batch B": callable}` for the model in a `tf.function`; and the FLOP of one clip."""
+def model_calls(backbone, num_segments, size, batches, num_classes, as_built=True):
+    """`{"batch B": callable}` for the model in a `tf.function`; and the FLOP of one clip.
+
+    `"batch B"` runs the deploy form; with `as_built`, `"as built batch B"`
+    runs the train-time form beside it.
+    """
     import tensorflow as tf
 
     from tsm_keras import build_tsm, model_complexity
+    from tsm_keras.models.reparameterize import inference_form
 
     model = build_tsm(backbone, num_classes=num_classes, num_segments=num_segments,
                       input_shape=(size, size, 3), layout="torch")
     clip_flop = 2 * model_complexity(model)["flops"]
-    forward = tf.function(lambda clips: model(clips, training=False))
+    forms = {"": inference_form(model), **({"as built ": model} if as_built else {})}
     calls = {}
-    for batch in batches:
-        clips = tf.random.normal((batch, num_segments, size, size, 3), seed=batch)
-        calls[f"batch {batch}"] = (lambda c: lambda: forward(c).numpy())(clips)
+    for prefix, form in forms.items():
+        forward = tf.function(lambda clips, form=form: form(clips, training=False))
+        for batch in batches:
+            clips = tf.random.normal((batch, num_segments, size, size, 3), seed=batch)
+            calls[f"{prefix}batch {batch}"] = (lambda f, c: lambda: f(c).numpy())(forward, clips)
     return calls, clip_flop
 
 
 def reference_calls(backbone, num_segments, size, batches, num_classes, threads):
     """`{"batch B": callable}` for the PyTorch reference network in eval mode."""
     import torch
-    from torch import nn
 
-    from bench.training_throughput import TORCH_BACKBONES
-    from tests import torch_reference as ref
+    from bench.training_throughput import reference_logits, reference_network
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    build_backbone, feature_dim = TORCH_BACKBONES[backbone]
-    network = build_backbone(ref, num_segments).eval()
-    head = nn.Linear(feature_dim, num_classes).eval()
+    network = reference_network(backbone, num_segments, num_classes, threads).eval()
 
     def forward(clips):
         with torch.no_grad():
-            return ref.clip_forward(network, head, clips).numpy()
+            return reference_logits(network, clips).numpy()
 
     return {
         f"batch {batch}": (lambda c: lambda: forward(c))(torch.randn(batch, num_segments, 3, size, size))
@@ -99,6 +103,8 @@ def main(argv=None):
     parser.add_argument("--reference", choices=["pytorch", "none"], default="pytorch",
                         help="also time the PyTorch reference network (needs the torch extra)")
     parser.add_argument("--pause", type=float, default=0.5, help="seconds of rest after every timed call")
+    parser.add_argument("--as-built", choices=["yes", "no"], default="yes",
+                        help="also time the train-time form (the deploy form is always timed)")
     parser.add_argument("--out", default=os.path.join(RESULTS_DIR, "inference_efficiency.json"))
     args = parser.parse_args(argv)
 
@@ -106,7 +112,8 @@ def main(argv=None):
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     peak_call, matmul_flop = matmul_call(args.matmul_size)
-    calls, clip_flop = model_calls(args.backbone, args.num_segments, args.size, args.batches, args.num_classes)
+    calls, clip_flop = model_calls(args.backbone, args.num_segments, args.size, args.batches, args.num_classes,
+                                   as_built=args.as_built == "yes")
     calls = {"matmul": peak_call, **calls}
     if args.reference == "pytorch":
         reference = reference_calls(args.backbone, args.num_segments, args.size, args.batches, args.num_classes,
@@ -127,8 +134,16 @@ def main(argv=None):
         achieved = clips_per_s * clip_flop
         results[name] = {**stats[name], "batch": batch, "clips_per_s": clips_per_s, "flop_per_s": achieved,
                          "fraction_of_peak": achieved / peak}
-        rows.append([f"{model_label} tf.function", batch, stats[name]["median_ms"], clips_per_s, achieved / 1e9,
-                     achieved / peak, "-"])
+        rows.append([f"{model_label} tf.function, deploy form", batch, stats[name]["median_ms"], clips_per_s,
+                     achieved / 1e9, achieved / peak, "-"])
+        if f"as built {name}" in stats:
+            built = stats[f"as built {name}"]
+            built_clips_per_s = batch / (built["median_ms"] / 1000.0)
+            results[f"as built {name}"] = {**built, "batch": batch, "clips_per_s": built_clips_per_s,
+                                           "fraction_of_peak": built_clips_per_s * clip_flop / peak}
+            results[name]["speedup_over_as_built"] = clips_per_s / built_clips_per_s
+            rows.append([f"{model_label} tf.function, as built", batch, built["median_ms"], built_clips_per_s,
+                         built_clips_per_s * clip_flop / 1e9, built_clips_per_s * clip_flop / peak, "-"])
         print(f"{model_label} batch {batch}: {clips_per_s:.3f} clips/s = {achieved / 1e9:.1f} GFLOP/s, "
               f"{achieved / peak:.1%} of the matmul's {peak / 1e9:.1f} GFLOP/s", flush=True)
         if f"pytorch {name}" in stats:

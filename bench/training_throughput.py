@@ -123,8 +123,12 @@ def tsm_keras_step(backbone, batch_size, num_segments, size, num_classes, thread
     return (lambda: float(train_step(iterator)[0])), model.count_params()
 
 
-def pytorch_step(backbone, batch_size, num_segments, size, num_classes, threads):
-    """MMAction2's TSM training step on the reference network: `(step() -> loss, parameter count)`."""
+def reference_network(backbone, num_segments, num_classes, threads):
+    """The PyTorch reference TSM (`{"backbone", "head"}`), with torch's threads and seed set.
+
+    The backbone is `tests/torch_reference.py`'s (MMAction2's architecture),
+    the head MMAction2's TSMHead (dropout, linear); `reference_logits` runs it.
+    """
     import torch
     from torch import nn
 
@@ -133,10 +137,25 @@ def pytorch_step(backbone, batch_size, num_segments, size, num_classes, threads)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     build_backbone, feature_dim = TORCH_BACKBONES[backbone]
-    network = nn.ModuleDict({
+    return nn.ModuleDict({
         "backbone": build_backbone(ref, num_segments),
         "head": nn.Sequential(nn.Dropout(TORCH_HEAD_DROPOUT), nn.Linear(feature_dim, num_classes)),
-    }).train()
+    })
+
+
+def reference_logits(network, clips):
+    """Clip logits of a `reference_network` for clips `(N, T, 3, H, W)`."""
+    from tests import torch_reference as ref
+
+    return ref.clip_forward(network["backbone"], network["head"], clips)
+
+
+def pytorch_step(backbone, batch_size, num_segments, size, num_classes, threads):
+    """MMAction2's TSM training step on the reference network: `(step() -> loss, parameter count)`."""
+    import torch
+    from torch import nn
+
+    network = reference_network(backbone, num_segments, num_classes, threads).train()
     parameters = list(network.parameters())
     optimizer = torch.optim.SGD(parameters, lr=0.01, momentum=0.9, weight_decay=1e-4)
     clips = torch.randn(batch_size, num_segments, 3, size, size)
@@ -144,7 +163,7 @@ def pytorch_step(backbone, batch_size, num_segments, size, num_classes, threads)
 
     def train_step():
         optimizer.zero_grad(set_to_none=True)
-        logits = ref.clip_forward(network["backbone"], network["head"], clips)
+        logits = reference_logits(network, clips)
         loss = nn.functional.cross_entropy(logits, labels)
         loss.backward()
         nn.utils.clip_grad_norm_(parameters, 20.0)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tsm_keras.models.precision import precision_scope
 from tsm_keras.training.config import Config
 from tsm_keras.training.optimizer import GroupedSGD, ParamGroup, reference_param_groups
 from tsm_keras.training.schedule import WarmupSchedule, build_schedule
@@ -156,9 +157,7 @@ def test_mixed_precision_training_step(precision):
                                         "crop_size": 32, "num_clips": 2},
                                "schedule": {"milestones": [], "warmup_epochs": 0},
                                "train": {"epochs": 1, "precision": precision}})
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(precision)
-    try:
+    with precision_scope(precision):
         model = build_model(config)
         optimizer = build_optimizer(config, model, 0.01)
         step = make_train_step(model, optimizer, tf.distribute.get_strategy(), 2)
@@ -166,8 +165,6 @@ def test_mixed_precision_training_step(precision):
         batch = iter(tf.data.Dataset.from_tensors((clips, np.array([0, 3], "int32"))).repeat())
         before = model.get_layer("fc_cls").bias.numpy().copy()
         losses = [float(step.python_function(batch)[0]) for _ in range(2)]
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
     assert model.get_layer("fc_cls").kernel.dtype == "float32"
     assert model.get_layer("stem_conv").compute_dtype == precision.split("_")[1]
     assert all(math.isfinite(loss) for loss in losses)

@@ -1,9 +1,11 @@
-"""Fold a train-time MobileOne TSM (`.keras`) into its deploy-time twin (`.keras`).
+"""Fold a train-time TSM (`.keras`) into its deploy-time twin (`.keras`).
 
     tsm-reparameterize IN.keras OUT.keras [--check]
 
 The output is a TSM built with `backbone_options={"deploy": True}`: every
-MobileOneBlock is one conv with bias (see `tsm_keras.reparameterize`). With
+BatchNormalization is folded into the conv before it, and every MobileOneBlock
+is one conv with bias (see `tsm_keras.reparameterize`). `tsm-test` and
+`tsm-predict` run this form by themselves. With
 `--check` both models run on one random clip in inference mode and the
 largest logit difference, relative to the largest train logit, is printed
 (and must be <= 1e-4).
@@ -19,7 +21,7 @@ PARITY_BOUND = 1e-4
 def build_parser():
     description, epilog = common.docstring_help(__doc__)
     parser = common.ArgumentParser("tsm-reparameterize", description, epilog=epilog)
-    parser.add_argument("source", help="train-time MobileOne TSM saved with model.save (.keras)")
+    parser.add_argument("source", help="train-time TSM saved with model.save (.keras)")
     parser.add_argument("target", help="where to write the deploy-time TSM (.keras)")
     parser.add_argument("--check", action="store_true", help="compare the logits of both models on a random clip")
     return parser

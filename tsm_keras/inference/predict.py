@@ -66,18 +66,19 @@ def read_views(video, config):
 
 
 class KerasPredictor:
-    """Per-view logits of a `.keras` TSM, computed in `precision` (`"float32"` or `"bfloat16"`)."""
+    """Per-view logits of a `.keras` TSM in its deploy form, computed in `precision` (`"float32"` or `"bfloat16"`)."""
 
     def __init__(self, path, precision="float32"):
         import keras
 
         import tsm_keras  # noqa: F401  (registers the TSM classes)
         from tsm_keras.models.precision import with_precision
+        from tsm_keras.models.reparameterize import inference_form
 
         model = keras.saving.load_model(path, compile=False)
         if not hasattr(model, "tsm_config"):
             raise ValueError(f"{path}: not a tsm_keras TSM (got {type(model).__name__})")
-        self.model = with_precision(model, precision)
+        self.model = inference_form(with_precision(model, precision))
         self.num_classes = self.model.num_classes
         self.num_segments = self.model.num_segments
         self.input_size = tuple(self.model.frame_shape[:2])

@@ -7,6 +7,13 @@ weights load unchanged. `"torch"` mirrors torchvision / MMAction2 /
 mit-han-lab (no conv biases, BN epsilon 1e-5, symmetric zero padding on
 stride-2 convs, ResNet v1.5 with the stride on the 3x3 conv), so PyTorch
 checkpoints give the same logits.
+
+Either layout can be built in its deploy form (`fold_batch_norm`): every
+BatchNormalization that follows a conv is folded into that conv, which then
+has a bias (`tsm_keras.models.reparameterize` fills it). In inference both
+forms compute the same function; the deploy form skips one pass over each
+activation and lets TensorFlow fuse a residual block's last conv with its
+add and ReLU.
 """
 
 import dataclasses
@@ -20,12 +27,22 @@ LAYOUTS = ("keras", "torch")
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """Per-layout choices shared by the backbone builders."""
+    """Per-layout choices shared by the backbone builders.
+
+    Args:
+        name: `"keras"` or `"torch"`.
+        bn_epsilon: float, BatchNormalization epsilon.
+        conv_bias: bool, convs carry a bias.
+        symmetric_padding: bool, stride-2 convs pad symmetrically (PyTorch).
+        fold_batch_norm: bool, the deploy form: `batch_norm` after a conv
+            adds no layer (its conv has a bias instead).
+    """
 
     name: str
     bn_epsilon: float
     conv_bias: bool
     symmetric_padding: bool
+    fold_batch_norm: bool = False
 
     def conv(self, x, filters, kernel_size, strides=1, name=None, use_bias=None, groups=1):
         """Conv2D with this layout's padding for `strides`."""
@@ -42,13 +59,16 @@ class Layout:
         )(x)
 
     def depthwise_conv(self, x, kernel_size, strides=1, name=None):
-        """DepthwiseConv2D (no bias) with this layout's padding for `strides`."""
+        """DepthwiseConv2D (a bias in the deploy form only) with this layout's padding for `strides`."""
         x, padding = self._pad(x, kernel_size, strides, name)
         return keras.layers.DepthwiseConv2D(
-            kernel_size, strides=strides, padding=padding, use_bias=False, name=name
+            kernel_size, strides=strides, padding=padding, use_bias=self.fold_batch_norm, name=name
         )(x)
 
     def batch_norm(self, x, name, momentum, epsilon=None):
+        """BatchNormalization of `x`; in the deploy form, `x` itself when a conv made it."""
+        if self.fold_batch_norm and isinstance(_producer(x), _CONVS):
+            return x
         return FusedBatchNormalization(
             epsilon=self.bn_epsilon if epsilon is None else epsilon,
             momentum=momentum,
@@ -62,15 +82,32 @@ class Layout:
         return keras.layers.ZeroPadding2D(kernel_size // 2, name=pad_name)(x), "valid"
 
 
-def get_layout(name, keras_bn_epsilon, keras_conv_bias):
-    """The `Layout` named `name`; `keras.applications` differ per network."""
+_CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+
+
+def _producer(x):
+    """The layer whose output `x` is (None for a model input)."""
+    history = getattr(x, "_keras_history", None)
+    return None if history is None else history.operation
+
+
+def get_layout(name, keras_bn_epsilon, keras_conv_bias, fold_batch_norm=False):
+    """The `Layout` named `name`; `keras.applications` differ per network.
+
+    With `fold_batch_norm` (the deploy form) every conv has a bias and no
+    BatchNormalization follows a conv.
+    """
     if name == "keras":
-        return Layout(
+        layout = Layout(
             "keras",
             bn_epsilon=keras_bn_epsilon,
             conv_bias=keras_conv_bias,
             symmetric_padding=False,
         )
-    if name == "torch":
-        return Layout("torch", bn_epsilon=1e-5, conv_bias=False, symmetric_padding=True)
-    raise ValueError(f"layout must be one of {LAYOUTS}, got {name!r}")
+    elif name == "torch":
+        layout = Layout("torch", bn_epsilon=1e-5, conv_bias=False, symmetric_padding=True)
+    else:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {name!r}")
+    if fold_batch_norm:
+        return dataclasses.replace(layout, conv_bias=True, fold_batch_norm=True)
+    return layout

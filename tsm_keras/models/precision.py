@@ -47,6 +47,16 @@ def dtype_policy(precision):
 
 
 @contextlib.contextmanager
+def dtype_policy_scope(policy):
+    """Models built inside take the Keras dtype policy `policy` (a name or a `DTypePolicy`), restored on exit."""
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
 def precision_scope(precision):
     """Models built inside run in `precision` (sets the Keras global dtype policy, restored on exit).
 
@@ -57,13 +67,7 @@ def precision_scope(precision):
     >>> model.get_layer("stem_conv").compute_dtype, model.get_layer("stem_conv").kernel.dtype
     ('bfloat16', 'float32')
     """
-    policy = dtype_policy(precision)
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(policy)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
+    return dtype_policy_scope(dtype_policy(precision))
 
 
 def model_precision(model):

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from tsm_keras.data import build_test_dataset
 from tsm_keras.models.precision import precision_scope
+from tsm_keras.models.reparameterize import inference_form
 from tsm_keras.training import checkpoint as checkpoint_lib
 from tsm_keras.training import evaluation
 from tsm_keras.training.builders import CHECKPOINT_DIR, FINAL_WEIGHTS, build_model, class_names, time_reversed_pairs
@@ -92,8 +93,10 @@ def restore_model_variables(model, path):
 def run_test(config, model, out_dir, split=None, dump=None, verbose=1):
     """Evaluates `model` with the config's protocol and writes the reports.
 
-    Writes `out_dir/metrics.json`, `confusion_matrix.png`, `per_class.csv`
-    and, when `dump` is given, `dump`'s `.pkl` and `.json` (format in
+    The model runs in its deploy form (`inference_form`: normalizations
+    folded into the convs, the same logits up to float32 rounding). Writes
+    `out_dir/metrics.json`, `confusion_matrix.png`, `per_class.csv` and,
+    when `dump` is given, `dump`'s `.pkl` and `.json` (format in
     `tsm_keras.training.evaluation`). Prints the metrics when `verbose`.
 
     Returns:
@@ -105,7 +108,7 @@ def run_test(config, model, out_dir, split=None, dump=None, verbose=1):
     views = data.num_test_views
     dataset = build_test_dataset(data, split)
     result = evaluation.evaluate(
-        model,
+        inference_form(model),
         dataset,
         average=config.test.average,
         videos_per_batch=max(1, config.test.views_per_batch // views),

@@ -9,7 +9,7 @@ import pytest
 from tsm_keras import TemporalShift, build_tsm, model_complexity
 from tsm_keras.models.backbones import BACKBONES
 
-from tests.models.backbones.mobileone_helpers import calibrate
+from tests.models.backbones.folding_helpers import calibrate
 
 SMALL = (32, 32, 3)
 VARIANTS = ("s0", "s1", "s2", "s3", "s4")

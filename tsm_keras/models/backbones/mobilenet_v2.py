@@ -24,6 +24,7 @@ import re
 import keras
 
 from tsm_keras.models.backbones.base import BackboneSpec
+from tsm_keras.models.backbones.folding import fold_conv_batch_norms
 from tsm_keras.models.layout import get_layout
 from tsm_keras.weights.key_maps import UnsupportedArchitectureError
 
@@ -86,18 +87,22 @@ def inverted_residual(x, expansion, out_channels, stride, index, layout, context
     return branch
 
 
-def mobilenet_v2_features(frames, context, layout="keras"):
+def mobilenet_v2_features(frames, context, layout="keras", deploy=False):
     """MobileNetV2 trunk on `(N*T, H, W, 3)` frames.
 
     Args:
         frames: KerasTensor `(N*T, H, W, 3)`.
         context: `TemporalContext` deciding the shifts.
         layout: `"keras"` or `"torch"` (see `tsm_keras.models.layout`).
+        deploy: bool, the deploy form: every BatchNormalization folded into
+            the conv before it (`tsm_keras.reparameterize` fills it).
 
     Returns:
         `(1280-channel feature map, context.num_segments)`.
     """
-    layout = get_layout(layout, keras_bn_epsilon=1e-3, keras_conv_bias=False)
+    layout = get_layout(
+        layout, keras_bn_epsilon=1e-3, keras_conv_bias=False, fold_batch_norm=bool(deploy)
+    )
     momentum = context.bn_momentum
     x = layout.conv(frames, STEM_CHANNELS, 3, 2, name="stem_conv")
     x = layout.batch_norm(x, "stem_bn", momentum)
@@ -262,4 +267,7 @@ MOBILENET_V2 = BackboneSpec(
     torchvision_head_keys=("classifier.1.weight", "classifier.1.bias"),
     recognizes=recognizes,
     read_structure=read_structure,
+    options=("deploy",),
+    fuse=fold_conv_batch_norms,
+    deploy_options={"deploy": True},
 )

@@ -27,6 +27,7 @@ import re
 import keras
 
 from tsm_keras.models.backbones.base import BackboneSpec
+from tsm_keras.models.backbones.folding import fold_conv_batch_norms
 from tsm_keras.models.layout import get_layout
 from tsm_keras.weights.key_maps import UnsupportedArchitectureError
 
@@ -150,7 +151,7 @@ def resnet_trunk(
     return x, context.num_segments
 
 
-def resnet_features(frames, context, layout="keras", depth=50):
+def resnet_features(frames, context, layout="keras", depth=50, deploy=False):
     """ResNet-50/101 trunk on `(N*T, H, W, 3)` frames.
 
     Args:
@@ -158,13 +159,17 @@ def resnet_features(frames, context, layout="keras", depth=50):
         context: `TemporalContext` deciding shifts, temporal pool, Non-local.
         layout: `"keras"` or `"torch"` (see `tsm_keras.models.layout`).
         depth: 50 or 101.
+        deploy: bool, the deploy form: every BatchNormalization folded into
+            the conv before it (`tsm_keras.reparameterize` fills it).
 
     Returns:
         `(stage-4 feature map, num_segments after the temporal pool)`.
     """
     if depth not in RESNET_STAGES:
         raise ValueError(f"ResNet depth must be one of {sorted(RESNET_STAGES)}, got {depth}")
-    layout = get_layout(layout, keras_bn_epsilon=1.001e-5, keras_conv_bias=True)
+    layout = get_layout(
+        layout, keras_bn_epsilon=1.001e-5, keras_conv_bias=True, fold_batch_norm=bool(deploy)
+    )
     return resnet_trunk(frames, context, layout, RESNET_STAGES[depth], bottleneck, EXPANSION)
 
 
@@ -321,6 +326,9 @@ def _spec(depth, keras_application):
         builder=functools.partial(resnet_features, depth=depth),
         supports_non_local=True,
         supports_temporal_pool=True,
+        options=("deploy",),
+        fuse=fold_conv_batch_norms,
+        deploy_options={"deploy": True},
         keras_application=keras_application,
         keras_name=keras_applications_name,
         torch_paths=TORCH_PATHS,

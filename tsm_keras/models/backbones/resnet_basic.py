@@ -29,6 +29,7 @@ import keras
 
 from tsm_keras.models.backbones import resnet
 from tsm_keras.models.backbones.base import BackboneSpec
+from tsm_keras.models.backbones.folding import fold_conv_batch_norms
 from tsm_keras.models.layout import get_layout
 
 BASIC_STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -49,7 +50,7 @@ def basic_block(x, filters, stride, downsample, shift, name, layout, context):
     return resnet.residual_output(shortcut, branch, name)
 
 
-def resnet_basic_features(frames, context, layout="torch", depth=18):
+def resnet_basic_features(frames, context, layout="torch", depth=18, deploy=False):
     """ResNet-18/34 trunk on `(N*T, H, W, 3)` frames.
 
     Args:
@@ -57,13 +58,16 @@ def resnet_basic_features(frames, context, layout="torch", depth=18):
         context: `TemporalContext` deciding shifts and the temporal pool.
         layout: `"torch"`.
         depth: 18 or 34.
+        deploy: bool, the deploy form (BatchNormalization folded into the convs).
 
     Returns:
         `(512-channel stage-4 map, num_segments after the temporal pool)`.
     """
     if depth not in BASIC_STAGES:
         raise ValueError(f"ResNet depth must be one of {sorted(BASIC_STAGES)}, got {depth}")
-    layout = get_layout(layout, keras_bn_epsilon=1e-5, keras_conv_bias=False)
+    layout = get_layout(
+        layout, keras_bn_epsilon=1e-5, keras_conv_bias=False, fold_batch_norm=bool(deploy)
+    )
     return resnet.resnet_trunk(
         frames,
         context,
@@ -87,6 +91,9 @@ def _spec(depth):
             resnet.recognizes, stages=BASIC_STAGES[depth], bottleneck_blocks=False
         ),
         read_structure=resnet.read_structure,
+        options=("deploy",),
+        fuse=fold_conv_batch_norms,
+        deploy_options={"deploy": True},
     )
 
 

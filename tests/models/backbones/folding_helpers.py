@@ -1,4 +1,4 @@
-"""Random but meaningful MobileOne weights, and float64 builds, for the MobileOne tests."""
+"""Random but meaningful weights, float64 builds and logit comparisons for the reparameterization tests."""
 
 import contextlib
 
@@ -68,3 +68,24 @@ def float64():
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def logits(model, clips):
+    """The model's logits on `clips` in inference mode, as numpy."""
+    return keras.ops.convert_to_numpy(model(clips, training=False))
+
+
+def relative_difference(reference, other):
+    """max |reference - other| / max |reference|."""
+    return np.abs(reference - other).max() / np.abs(reference).max()
+
+
+def streamed_logits(online, clip):
+    """Mean per-frame logits of an online model fed the frames of `clip` `(T, H, W, 3)` one by one."""
+    states, frame_logits = online.init_states(), []
+    for frame in clip:
+        outputs = online({"image": frame[None], **states})
+        outputs = {name: keras.ops.convert_to_numpy(value) for name, value in outputs.items()}
+        frame_logits.append(outputs.pop("logits"))
+        states = outputs
+    return np.mean(frame_logits, axis=0)
