@@ -13,7 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["tsm_keras", "tsm_keras.*"]),
-    package_data={"tsm_keras": ["data/label_maps/*.txt"]},
+    package_data={"tsm_keras": ["data/label_maps/*.txt", "layers/kernels/*.cc"]},
     entry_points={
         "console_scripts": [
             "tsm-train=tsm_keras.cli.train:main",

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests.layers.kernel_helpers import kernel  # noqa: F401 (fixture)
 from tsm_keras import TemporalShift
 
 
@@ -41,7 +42,7 @@ def numpy_shift(frames, num_segments, shift_div, direction):
     "channels,shift_div",
     [(16, 8), (20, 8), (13, 4), (5, 8), (3, 8), (64, 8), (8, 1)],
 )
-def test_matches_numpy_reference(direction, channels, shift_div):
+def test_matches_numpy_reference(direction, channels, shift_div, kernel):
     rng = np.random.default_rng(channels * 31 + shift_div)
     num_segments = 4
     frames = rng.normal(size=(2 * num_segments, 3, 5, channels)).astype("float32")
@@ -50,7 +51,7 @@ def test_matches_numpy_reference(direction, channels, shift_div):
     np.testing.assert_array_equal(got, numpy_shift(frames, num_segments, shift_div, direction))
 
 
-def test_hand_computed_values():
+def test_hand_computed_values(kernel):
     # One clip of T=3 frames, 1x1 pixels, 8 channels, shift_div 4 -> fold 2.
     # Frame t has value 10*t + c in channel c.
     frames = np.array(
@@ -78,7 +79,7 @@ def test_hand_computed_values():
     )
 
 
-def test_zero_edges_and_no_wraparound():
+def test_zero_edges_and_no_wraparound(kernel):
     frames = np.ones((8, 2, 2, 16), dtype="float32")
     out = keras.ops.convert_to_numpy(TemporalShift(8, shift_div=8)(frames))
     assert np.all(out[7, ..., 0:2] == 0)  # last frame has no future
@@ -158,9 +159,10 @@ def test_other_keras_backends_match_tensorflow(backend, module, tmp_path):
 
 
 @pytest.mark.parametrize("direction", ["bidirectional", "unidirectional"])
-def test_training_gradient_is_the_opposite_shift(direction):
-    """In training the gradient is given explicitly (the opposite shift); it must equal
-    the gradient of the shift's numpy definition: d sum(w * shift(x)) / dx = shift^T(w)."""
+def test_training_gradient_is_the_opposite_shift(direction, kernel):
+    """In training the gradient is given explicitly (the opposite shift; for the native
+    kernel, its registered gradient); it must equal the gradient of the shift's numpy
+    definition: d sum(w * shift(x)) / dx = shift^T(w)."""
     import tensorflow as tf
 
     num_segments, shift_div = 4, 4

@@ -43,6 +43,7 @@ import keras
 import tensorflow as tf
 
 from tsm_keras.export import flatbuffer
+from tsm_keras.layers import shift_kernel
 from tsm_keras.models.online import IMAGE_NAME, LOGITS_NAME
 
 QUANT_MODES = ("fp32", "fp16", "dynamic", "int8")
@@ -156,7 +157,8 @@ def convert_function(model, function, input_specs, quant="fp32", representative_
         UnsupportedOpsError: if any op would need Flex / select-TF / custom
             kernels.
     """
-    with tempfile.TemporaryDirectory(prefix="tsm_keras_export_") as saved_model_dir:
+    # Traced with the portable shift: LiteRT has no kernel for the native one.
+    with shift_kernel.portable(), tempfile.TemporaryDirectory(prefix="tsm_keras_export_") as saved_model_dir:
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint(SIGNATURE_KEY, function, input_signature=list(input_specs))

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from tsm_keras.layers import shift_kernel
+
 BIDIRECTIONAL = "bidirectional"
 UNIDIRECTIONAL = "unidirectional"
 DIRECTIONS = (BIDIRECTIONAL, UNIDIRECTIONAL)
@@ -31,7 +33,9 @@ class TemporalShift(keras.layers.Layer):
       unchanged. The output at frame `t` depends only on frames `<= t`.
 
     The shift is written with slicing, zero padding and one concatenation, so
-    that it adds no parameters and quantizes to a pure int8 LiteRT graph.
+    that it adds no parameters and quantizes to a pure int8 LiteRT graph. On
+    the TensorFlow backend of a CPU-only machine it runs as one native kernel
+    instead, with the same outputs and gradients (`tsm_keras.layers.shift_kernel`).
 
     Args:
         num_segments: int, frames per clip `T`.
@@ -65,14 +69,16 @@ class TemporalShift(keras.layers.Layer):
         fold = shift_fold(inputs.shape[-1], self.shift_div)
         if fold == 0:
             return inputs
-        sources = _FORWARD_SOURCES[self.direction]
+        offsets = _OFFSETS[self.direction]
+        if shift_kernel.usable(inputs):
+            return shift_kernel.shift(inputs, self.num_segments, fold, offsets)
         if not training:
-            return _shift(inputs, self.num_segments, fold, sources)
+            return _shift(inputs, self.num_segments, fold, offsets)
         # The gradient of a shift is the opposite shift. Given explicitly, the
         # backward pass costs one shift instead of one full-size zero-padded
         # gradient per slice and their sum.
         num_segments = self.num_segments
-        opposite = tuple(_OPPOSITE[source] for source in sources)
+        opposite = tuple(-offset for offset in offsets)
 
         @ops.custom_gradient
         def shift_with_gradient(frames):
@@ -80,7 +86,7 @@ class TemporalShift(keras.layers.Layer):
                 upstream = args[0] if upstream is None else upstream
                 return _shift(upstream, num_segments, fold, opposite)
 
-            return _shift(frames, num_segments, fold, sources), gradient
+            return _shift(frames, num_segments, fold, offsets), gradient
 
         return shift_with_gradient(inputs)
 
@@ -97,20 +103,18 @@ class TemporalShift(keras.layers.Layer):
         return config
 
 
-# Where each shifted group of `fold` channels takes its value from, in order
-# from channel 0: the next frame or the previous one.
-_NEXT, _PREVIOUS = "next", "previous"
-_FORWARD_SOURCES = {BIDIRECTIONAL: (_NEXT, _PREVIOUS), UNIDIRECTIONAL: (_PREVIOUS,)}
-_OPPOSITE = {_NEXT: _PREVIOUS, _PREVIOUS: _NEXT}
+# The frame each shifted group of `fold` channels takes its value from, in order
+# from channel 0: +1 the next frame, -1 the previous one.
+_OFFSETS = {BIDIRECTIONAL: (1, -1), UNIDIRECTIONAL: (-1,)}
 
 
-def _shift(frames, num_segments, fold, sources):
+def _shift(frames, num_segments, fold, offsets):
     """Shifts channel groups `[i*fold:(i+1)*fold]` of `(N*T, ...)` frames along time.
 
-    Group `i` takes the value of the frame named by `sources[i]` (zero where
-    that frame is outside the clip); the channels after the groups are
-    unchanged. Slicing, zero padding and one concatenation: no parameters,
-    and a pure int8 graph once quantized.
+    Group `i` takes the value of frame `t + offsets[i]` (zero where that frame
+    is outside the clip); the channels after the groups are unchanged. Slicing,
+    zero padding and one concatenation: no parameters, and a pure int8 graph
+    once quantized.
     """
     frame_shape = tuple(frames.shape[1:])
     if any(dim is None for dim in frame_shape):
@@ -118,11 +122,11 @@ def _shift(frames, num_segments, fold, sources):
     clips = ops.reshape(frames, (-1, num_segments) + frame_shape)
     same_frame = [[0, 0]] * len(frame_shape)
     pieces = []
-    for group, source in enumerate(sources):
+    for group, offset in enumerate(offsets):
         channels = slice(group * fold, (group + 1) * fold)
-        if source == _NEXT:
-            pieces.append(ops.pad(clips[:, 1:, ..., channels], [[0, 0], [0, 1]] + same_frame))
+        if offset > 0:
+            pieces.append(ops.pad(clips[:, offset:, ..., channels], [[0, 0], [0, offset]] + same_frame))
         else:
-            pieces.append(ops.pad(clips[:, :-1, ..., channels], [[0, 0], [1, 0]] + same_frame))
-    pieces.append(clips[..., len(sources) * fold :])
+            pieces.append(ops.pad(clips[:, :offset, ..., channels], [[0, 0], [-offset, 0]] + same_frame))
+    pieces.append(clips[..., len(offsets) * fold :])
     return ops.reshape(ops.concatenate(pieces, axis=-1), ops.shape(frames))
