@@ -56,6 +56,18 @@ def test_bfloat16_logits_are_float32_and_match_the_float32_model(tiny_tsm):
     assert np.abs(logits - expected).max() > 0, "the bfloat16 model computed in float32"
 
 
+def test_bfloat16_classifier_computes_in_float32(tiny_tsm):
+    """Logits rounded to bfloat16 tie or swap when two classes score close; `fc_cls` computes in float32."""
+    import tensorflow as tf
+
+    fast = with_precision(tiny_tsm(seed=3), "bfloat16")
+    assert fast.get_layer("fc_cls").compute_dtype == "float32"
+    assert fast.get_layer("avg_pool").compute_dtype == "bfloat16"
+    frame_logits = keras.Model(fast.inputs, fast.get_layer("fc_cls").output)(CLIPS)
+    rounded = tf.cast(tf.cast(frame_logits, tf.bfloat16), tf.float32)
+    assert np.mean(rounded.numpy() != frame_logits.numpy()) > 0.5, "the per-frame logits are bfloat16 values"
+
+
 def test_the_copy_back_to_float32_is_exact(tiny_tsm):
     model = tiny_tsm(seed=2)
     with precision_scope("bfloat16"):
