@@ -128,36 +128,33 @@ def main(argv=None):
     model_label = f"TSM-{args.backbone} x{args.num_segments} {args.size}"
     rows = [[f"matmul {args.matmul_size}^2 float32 (peak)", "-", stats["matmul"]["median_ms"], "-",
              peak / 1e9, 1.0, "-"]]
+    def throughput(name, batch):
+        """`stats[name]` with its clips/s, FLOP/s and fraction of the peak."""
+        clips_per_s = batch / (stats[name]["median_ms"] / 1000.0)
+        return {**stats[name], "batch": batch, "clips_per_s": clips_per_s, "flop_per_s": clips_per_s * clip_flop,
+                "fraction_of_peak": clips_per_s * clip_flop / peak}
+
+    def row(label, result, speedup="-"):
+        return [label, result["batch"], result["median_ms"], result["clips_per_s"], result["flop_per_s"] / 1e9,
+                result["fraction_of_peak"], speedup]
+
     for batch in args.batches:
         name = f"batch {batch}"
-        clips_per_s = batch / (stats[name]["median_ms"] / 1000.0)
-        achieved = clips_per_s * clip_flop
-        results[name] = {**stats[name], "batch": batch, "clips_per_s": clips_per_s, "flop_per_s": achieved,
-                         "fraction_of_peak": achieved / peak}
-        rows.append([f"{model_label} tf.function, deploy form", batch, stats[name]["median_ms"], clips_per_s,
-                     achieved / 1e9, achieved / peak, "-"])
+        deploy = results[name] = throughput(name, batch)
+        rows.append(row(f"{model_label} tf.function, deploy form", deploy))
         if f"as built {name}" in stats:
-            built = stats[f"as built {name}"]
-            built_clips_per_s = batch / (built["median_ms"] / 1000.0)
-            results[f"as built {name}"] = {**built, "batch": batch, "clips_per_s": built_clips_per_s,
-                                           "fraction_of_peak": built_clips_per_s * clip_flop / peak}
-            results[name]["speedup_over_as_built"] = clips_per_s / built_clips_per_s
-            rows.append([f"{model_label} tf.function, as built", batch, built["median_ms"], built_clips_per_s,
-                         built_clips_per_s * clip_flop / 1e9, built_clips_per_s * clip_flop / peak, "-"])
-        print(f"{model_label} batch {batch}: {clips_per_s:.3f} clips/s = {achieved / 1e9:.1f} GFLOP/s, "
-              f"{achieved / peak:.1%} of the matmul's {peak / 1e9:.1f} GFLOP/s", flush=True)
+            built = results[f"as built {name}"] = throughput(f"as built {name}", batch)
+            deploy["speedup_over_as_built"] = deploy["clips_per_s"] / built["clips_per_s"]
+            rows.append(row(f"{model_label} tf.function, as built", built))
+        print(f"{model_label} batch {batch}: {deploy['clips_per_s']:.3f} clips/s = "
+              f"{deploy['flop_per_s'] / 1e9:.1f} GFLOP/s, {deploy['fraction_of_peak']:.1%} of the matmul's "
+              f"{peak / 1e9:.1f} GFLOP/s", flush=True)
         if f"pytorch {name}" in stats:
-            reference = stats[f"pytorch {name}"]
-            reference_clips_per_s = batch / (reference["median_ms"] / 1000.0)
-            speedup = clips_per_s / reference_clips_per_s
-            results[f"pytorch {name}"] = {**reference, "batch": batch, "clips_per_s": reference_clips_per_s,
-                                          "fraction_of_peak": reference_clips_per_s * clip_flop / peak}
-            results[name]["speedup_over_reference"] = speedup
-            rows.append([f"PyTorch reference {args.size} eval", batch, reference["median_ms"], reference_clips_per_s,
-                         reference_clips_per_s * clip_flop / 1e9, reference_clips_per_s * clip_flop / peak,
-                         f"{speedup:.2f}x"])
-            print(f"PyTorch reference batch {batch}: {reference_clips_per_s:.3f} clips/s; tsm_keras {speedup:.2f}x",
-                  flush=True)
+            reference = results[f"pytorch {name}"] = throughput(f"pytorch {name}", batch)
+            speedup = deploy["speedup_over_reference"] = deploy["clips_per_s"] / reference["clips_per_s"]
+            rows.append(row(f"PyTorch reference {args.size} eval", reference, f"{speedup:.2f}x"))
+            print(f"PyTorch reference batch {batch}: {reference['clips_per_s']:.3f} clips/s; tsm_keras "
+                  f"{speedup:.2f}x", flush=True)
     columns = ["workload", "batch", "ms (median)", "clips/s", "GFLOP/s", "fraction of peak", "tsm_keras / PyTorch"]
     print_table(f"Inference efficiency ({args.threads} threads; a clip = {clip_flop / 1e9:.1f} GFLOP)", columns, rows)
     write_json(args.out, {"benchmark": "inference_efficiency", "command": command_line(), "args": vars(args),
