@@ -1,6 +1,5 @@
 """The `kernel` fixture: a test runs once on the native shift kernel and once on the portable shift."""
 
-import os
 import shutil
 
 import pytest
@@ -10,7 +9,7 @@ from tsm_keras.layers import shift_kernel
 
 def require_native_kernel():
     """The loaded native kernel; skips (a failure under CI) where no C++ compiler exists."""
-    compiler = os.environ.get("CXX") or "g++"
+    compiler = shift_kernel.default_compiler()
     if shutil.which(compiler) is None:
         pytest.skip(f"no C++ compiler ({compiler}) to build the native shift kernel")
     module = shift_kernel.load()

@@ -85,6 +85,11 @@ def cache_dir():
     return Path(root) / "kernels"
 
 
+def default_compiler():
+    """The C++ compiler `build` uses unless told otherwise: `$CXX`, else `g++`."""
+    return os.environ.get("CXX") or "g++"
+
+
 def build_flags():
     """Compiler flags for a TensorFlow custom-op library of the installed TensorFlow."""
     import tensorflow as tf
@@ -105,7 +110,7 @@ def build(directory=None, compiler=None):
     """
     import tensorflow as tf
 
-    compiler = compiler or os.environ.get("CXX") or "g++"
+    compiler = compiler or default_compiler()
     executable = shutil.which(compiler)
     if executable is None:
         raise ShiftKernelBuildError(f"no C++ compiler: {compiler!r} is not on PATH (set CXX to use another)")
