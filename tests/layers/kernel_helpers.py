@@ -1,4 +1,4 @@
-"""The `kernel` fixture: a test runs once on the native shift kernel and once on the portable shift."""
+"""The `kernel` fixture: a test runs on the native shift kernel and on both portable forms of the shift."""
 
 import shutil
 
@@ -20,12 +20,12 @@ def require_native_kernel():
     return module
 
 
-@pytest.fixture(params=["native", "portable"])
+@pytest.fixture(params=["native", *shift_kernel.PORTABLE_FORMS])
 def kernel(request):
-    """`"native"`: TemporalShift runs the native kernel; `"portable"`: its slicing form."""
+    """`"native"`: TemporalShift runs the native kernel; `"slices"`, `"depthwise"`: that portable form."""
     if request.param == "native":
         require_native_kernel()
         yield request.param
     else:
-        with shift_kernel.portable():
+        with shift_kernel.portable(request.param):
             yield request.param

@@ -4,6 +4,7 @@ Its outputs and gradients against the numpy definition are in test_temporal_shif
 (every case there runs on both kernels).
 """
 
+import collections
 import re
 import warnings
 
@@ -22,6 +23,12 @@ def traced_op_types(layer, frames, training=False):
     return {op.type for op in graph.get_operations()}
 
 
+def litert_op_counts(flatbuffer):
+    from ai_edge_litert.interpreter import Interpreter
+
+    return collections.Counter(op["op_name"] for op in Interpreter(model_content=flatbuffer)._get_ops_details())
+
+
 @pytest.mark.parametrize("training", [False, True])
 def test_the_layer_traces_to_the_kernel_and_portable_traces_to_slices(training):
     require_native_kernel()
@@ -31,6 +38,20 @@ def test_the_layer_traces_to_the_kernel_and_portable_traces_to_slices(training):
         portable = traced_op_types(TemporalShift(4), frames, training)
     assert "TsmTemporalShift" not in portable
     assert {"StridedSlice", "ConcatV2"} <= portable
+    with shift_kernel.portable("depthwise"):
+        depthwise = traced_op_types(TemporalShift(4), frames, training)
+        unknown_size = traced_op_types(TemporalShift(4), tf.TensorSpec((None, None, None, 16)), training)
+    assert "DepthwiseConv2dNative" in depthwise
+    assert not {"TsmTemporalShift", "ConcatV2"} & depthwise
+    # The depthwise form needs the frame size when traced: without it, the slices.
+    assert "DepthwiseConv2dNative" not in unknown_size and "ConcatV2" in unknown_size
+
+
+def test_an_unknown_portable_form_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"form must be one of \('slices', 'depthwise'\), got 'gather'"):
+        with shift_kernel.portable("gather"):
+            pass
+    assert shift_kernel.portable_form() is None
 
 
 @pytest.mark.parametrize("dtype", ["float64", "bfloat16", "float16"])
@@ -90,6 +111,18 @@ def test_litert_export_holds_only_builtin_operators_while_the_kernel_is_on():
     runner = Interpreter(model_content=flatbuffer).get_signature_runner()
     litert_logits = next(iter(runner(clip=clip).values()))
     np.testing.assert_allclose(litert_logits, model(clip, training=False).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_litert_exports_trace_one_depthwise_convolution_per_shift_unless_told_otherwise():
+    """ResNet-18 has no depthwise convolution and 8 residual blocks, each shifting once."""
+    model = build_tsm("resnet18", num_classes=5, num_segments=4, input_shape=(32, 32, 3), layout="torch")
+    exported = litert_op_counts(convert_offline(model))
+    assert exported["DEPTHWISE_CONV_2D"] == 8
+    assert exported["CONCATENATION"] == 0
+    with shift_kernel.portable("slices"):
+        sliced = litert_op_counts(convert_offline(model))
+    assert sliced["DEPTHWISE_CONV_2D"] == 0
+    assert sliced["CONCATENATION"] == 8
 
 
 def test_the_library_is_built_once_then_taken_from_the_cache(tmp_path):

@@ -14,7 +14,10 @@ keeps the signature names.
 Every conversion is restricted to builtin operators
 (`TFLITE_BUILTINS`, or `TFLITE_BUILTINS_INT8` for full-integer models): a
 graph that would need Flex (select TF) or custom ops fails with
-`UnsupportedOpsError` naming the ops and where they come from. The result
+`UnsupportedOpsError` naming the ops and where they come from. Each
+temporal shift is traced as one depthwise convolution over time with 0/1 taps
+(`tsm_keras.layers.shift_kernel.portable`), what XNNPACK runs fastest; trace
+inside `portable("slices")` for the slicing form. The result
 has one signature, `serving_default`, with these names:
 
 - offline: input `clip` `(1, T, H, W, 3)`, output `logits` `(1, num_classes)`;
@@ -157,8 +160,10 @@ def convert_function(model, function, input_specs, quant="fp32", representative_
         UnsupportedOpsError: if any op would need Flex / select-TF / custom
             kernels.
     """
-    # Traced with the portable shift: LiteRT has no kernel for the native one.
-    with shift_kernel.portable(), tempfile.TemporaryDirectory(prefix="tsm_keras_export_") as saved_model_dir:
+    # LiteRT has no kernel for the native shift: traced in its depthwise form
+    # (one DEPTHWISE_CONV_2D per shift), unless the caller chose a form.
+    shift_form = shift_kernel.portable_form() or "depthwise"
+    with shift_kernel.portable(shift_form), tempfile.TemporaryDirectory(prefix="tsm_keras_export_") as saved_model_dir:
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint(SIGNATURE_KEY, function, input_signature=list(input_specs))

@@ -20,10 +20,14 @@ then loaded from the cache: `$TSM_KERAS_CACHE/kernels`, by default
 - `portable`: always the slicing form (what XLA `jit_compile` needs: the kernel
   has no XLA lowering).
 
-A graph meant for another runtime must be traced inside `portable()`:
-`tsm_keras.export` traces its LiteRT models there, so that they hold only
-builtin operators; do the same around `model.export(...)` for a SavedModel
-meant for another machine. `.keras` files hold no graph and are unaffected.
+A graph meant for another runtime must be traced inside `portable()`, which
+also chooses the form of the shift there: `"slices"` (the default) or
+`"depthwise"`, one depthwise convolution over time with fixed 0/1 taps, which
+LiteRT runs as one operator where the slices take five copies.
+`tsm_keras.export` traces its LiteRT models in the depthwise form, so that they
+hold only builtin operators; trace a SavedModel meant for another machine
+inside `portable()` around `model.export(...)`. `.keras` files hold no graph and
+are unaffected.
 """
 
 import contextlib
@@ -40,11 +44,12 @@ import keras
 KERNEL_ENV = "TSM_KERAS_SHIFT_KERNEL"
 CACHE_ENV = "TSM_KERAS_CACHE"
 MODES = ("auto", "native", "portable")
+PORTABLE_FORMS = ("slices", "depthwise")
 SOURCE = Path(__file__).with_name("kernels") / "temporal_shift.cc"
 SUPPORTED_DTYPES = ("float32", "float64", "bfloat16", "float16")
 BUILD_TIMEOUT_SECONDS = 600
 
-_portable_depth = 0
+_portable_forms = []  # the open `portable()` blocks' forms, innermost last
 _gradient_registered = False
 
 
@@ -61,20 +66,33 @@ def kernel_mode():
 
 
 @contextlib.contextmanager
-def portable():
-    """Traces `TemporalShift` as slicing and padding while the block runs.
+def portable(form="slices"):
+    """Traces `TemporalShift` with builtin operations, not the native kernel, while the block runs.
+
+    Args:
+        form: `"slices"`: slicing, zero padding and one concatenation (what
+            every backend runs without the kernel); `"depthwise"`: one
+            depthwise convolution over time with fixed 0/1 taps (frames of
+            static shape; the other frames take the slices), what LiteRT runs
+            fastest. The innermost block's form applies.
 
     Example:
 
     >>> with portable():
     ...     model.export("saved_model_dir")  # no TsmTemporalShift in the graph
     """
-    global _portable_depth
-    _portable_depth += 1
+    if form not in PORTABLE_FORMS:
+        raise ValueError(f"form must be one of {PORTABLE_FORMS}, got {form!r}")
+    _portable_forms.append(form)
     try:
         yield
     finally:
-        _portable_depth -= 1
+        _portable_forms.pop()
+
+
+def portable_form():
+    """The form chosen by the innermost open `portable()` block; `None` outside them."""
+    return _portable_forms[-1] if _portable_forms else None
 
 
 def cache_dir():
@@ -193,7 +211,7 @@ def _cpu_only():
 
 def usable(frames):
     """Whether `TemporalShift` should shift `frames` with the native kernel here."""
-    if _portable_depth or keras.backend.backend() != "tensorflow":
+    if _portable_forms or keras.backend.backend() != "tensorflow":
         return False
     if kernel_mode() == "portable" or keras.backend.standardize_dtype(frames.dtype) not in SUPPORTED_DTYPES:
         return False

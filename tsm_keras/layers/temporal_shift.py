@@ -1,6 +1,7 @@
 """The temporal shift: the one operation that turns a 2D CNN into a TSM."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from tsm_keras.layers import shift_kernel
@@ -35,7 +36,9 @@ class TemporalShift(keras.layers.Layer):
     The shift is written with slicing, zero padding and one concatenation, so
     that it adds no parameters and quantizes to a pure int8 LiteRT graph. On
     the TensorFlow backend of a CPU-only machine it runs as one native kernel
-    instead, with the same outputs and gradients (`tsm_keras.layers.shift_kernel`).
+    instead, with the same outputs and gradients; LiteRT exports trace it as
+    one depthwise convolution over time with fixed 0/1 taps, which computes
+    the same values (`tsm_keras.layers.shift_kernel`).
 
     Args:
         num_segments: int, frames per clip `T`.
@@ -72,6 +75,8 @@ class TemporalShift(keras.layers.Layer):
         offsets = _OFFSETS[self.direction]
         if shift_kernel.usable(inputs):
             return shift_kernel.shift(inputs, self.num_segments, fold, offsets)
+        if shift_kernel.portable_form() == "depthwise" and _static_frames(inputs):
+            return _shift_depthwise(inputs, self.num_segments, fold, offsets)
         if not training:
             return _shift(inputs, self.num_segments, fold, offsets)
         # The gradient of a shift is the opposite shift. Given explicitly, the
@@ -130,3 +135,32 @@ def _shift(frames, num_segments, fold, offsets):
             pieces.append(ops.pad(clips[:, :offset, ..., channels], [[0, 0], [-offset, 0]] + same_frame))
     pieces.append(clips[..., len(offsets) * fold :])
     return ops.reshape(ops.concatenate(pieces, axis=-1), ops.shape(frames))
+
+
+def _static_frames(frames):
+    """Whether `frames` are `(N * T, H, W, C)` with `H`, `W` and `C` known when traced."""
+    return len(frames.shape) == 4 and all(dim is not None for dim in frames.shape[1:])
+
+
+def _shift_depthwise(frames, num_segments, fold, offsets):
+    """`_shift` as one depthwise convolution over time with fixed 0/1 taps.
+
+    Each clip becomes an image whose rows are its frames, `(N, T, H * W, C)`,
+    and a `3 x 1` depthwise kernel gives each channel one tap equal to 1: on
+    the previous frame, the same frame or the next one (zero beyond the clip,
+    by the convolution's "same" padding). Every output is one input times 1
+    plus zeros, so finite values come out exactly as `_shift` gives them.
+    LiteRT runs it as one DEPTHWISE_CONV_2D (an int8 one once quantized), where
+    the slicing form is five copies. Frames of static `(H, W, C)` only.
+    """
+    height, width, channels = frames.shape[1:]
+    taps = np.zeros((3, 1, channels, 1), dtype="float32")
+    taps[1, 0, :, 0] = 1.0
+    for group, offset in enumerate(offsets):
+        channels_of_group = slice(group * fold, (group + 1) * fold)
+        taps[1, 0, channels_of_group, 0] = 0.0
+        taps[1 + offset, 0, channels_of_group, 0] = 1.0
+    clips = ops.reshape(frames, (-1, num_segments, height * width, channels))
+    taps = ops.convert_to_tensor(taps, dtype=frames.dtype)
+    shifted = ops.depthwise_conv(clips, taps, strides=1, padding="same", data_format="channels_last")
+    return ops.reshape(shifted, (-1, height, width, channels))
