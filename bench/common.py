@@ -6,6 +6,7 @@ a JSON file under `bench/results/`.
 """
 
 import json
+import math
 import os
 import time
 
@@ -18,22 +19,31 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(REPO_ROOT, "bench", "results")
 
 
-def interleaved_timings(functions, runs, warmup=2, pause=0.0):
-    """Times each callable `runs` times, alternating between them.
+def interleaved_timings(functions, runs, warmup=2, pause=0.0, min_seconds=0.0):
+    """Times each callable `runs` times (or more, see `min_seconds`), alternating between them.
 
     Args:
         functions: dict name -> zero-argument callable.
-        runs: timed calls per callable.
+        runs: timed calls per callable, at least.
         warmup: untimed calls per callable first.
         pause: seconds to rest after each timed call (untimed), so that
             threads still spinning after one call do not slow the next.
+        min_seconds: time each callable for about this long at least: the
+            rounds are raised to `min_seconds` over the fastest callable's
+            last warmup call, so that a short model gets as many seconds of
+            samples as a long one (a burst of load then hits fewer of them).
 
     Returns:
         dict name -> list of seconds.
     """
-    for function in functions.values():
+    last_warmup = {}
+    for name, function in functions.items():
         for _ in range(warmup):
+            start = time.perf_counter()
             function()
+            last_warmup[name] = time.perf_counter() - start
+    if min_seconds and last_warmup:
+        runs = max(runs, math.ceil(min_seconds / max(min(last_warmup.values()), 1e-9)))
     timings = {name: [] for name in functions}
     for _ in range(runs):
         for name, function in functions.items():

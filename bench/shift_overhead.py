@@ -24,7 +24,10 @@ one more network does:
   `copy / TSN - 1` is the floor of a shift that is not fused into the
   convolution after it.
 
-    python bench/shift_overhead.py [--backbones resnet50 mobilenet_v2] [--runs 20]
+Each network is timed at least `--runs` times and for about `--min-seconds`
+(MobileNetV2's 35-55 ms calls get some 200 runs, ResNet-50's 30).
+
+    python bench/shift_overhead.py [--backbones resnet50 mobilenet_v2] [--runs 20] [--min-seconds 10]
 """
 
 import argparse
@@ -44,13 +47,11 @@ from bench.common import (  # noqa: E402
     summarize,
     write_json,
 )
-from bench.report import command_line  # noqa: E402
+from bench.report import SHIFT_OVERHEAD_GOAL, command_line  # noqa: E402
 import keras  # noqa: E402
 
 from tsm_keras import TemporalShift, build_tsm  # noqa: E402
 from tsm_keras.layers import shift_kernel  # noqa: E402
-
-GOAL = 0.03
 
 
 def litert_runner(model, threads):
@@ -91,7 +92,7 @@ def traced_call(model, clip):
     return lambda: function(clip).numpy()
 
 
-def measure(backbone, num_segments, size, runs, threads, engines):
+def measure(backbone, num_segments, size, runs, threads, engines, min_seconds=0.0):
     kwargs = dict(num_classes=400, num_segments=num_segments, input_shape=(size, size, 3), layout="torch")
     models = {"TSM": build_tsm(backbone, **kwargs), "TSN": build_tsm(backbone, shift=False, **kwargs)}
     models["TSN"].set_weights(models["TSM"].get_weights())
@@ -109,10 +110,11 @@ def measure(backbone, num_segments, size, runs, threads, engines):
             calls = {name: litert_runner(model, threads) for name, model in models.items()}
             with shift_kernel.portable("slices"):
                 calls["portable"] = litert_runner(models["TSM"], threads)
-        timings = interleaved_timings(calls, runs=runs)
+        timings = interleaved_timings(calls, runs=runs, min_seconds=min_seconds)
         stats = {name: summarize(seconds) for name, seconds in timings.items()}
         overhead = stats["TSM"]["median_ms"] / stats["TSN"]["median_ms"] - 1.0
-        results[engine] = {**stats, "overhead": overhead, "goal_met": overhead <= GOAL}
+        # Judged at the 0.1% shown, as docs/benchmarks.md's verdicts are (bench/report.py).
+        results[engine] = {**stats, "overhead": overhead, "goal_met": round(overhead, 3) <= SHIFT_OVERHEAD_GOAL}
         extra = ""
         if "portable" in stats:
             results[engine]["portable_overhead"] = stats["portable"]["median_ms"] / stats["TSN"]["median_ms"] - 1.0
@@ -130,7 +132,9 @@ def main(argv=None):
     parser.add_argument("--backbones", nargs="+", default=["resnet50", "mobilenet_v2"])
     parser.add_argument("--num-segments", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=20, help="timed calls per network, at least")
+    parser.add_argument("--min-seconds", type=float, default=10.0,
+                        help="time every network for about this long at least (more runs for the fast ones)")
     parser.add_argument("--threads", type=int, default=2, help="LiteRT threads")
     parser.add_argument("--engines", nargs="+", default=["tf.function", "predict", "litert"],
                         choices=["tf.function", "predict", "litert"])
@@ -138,7 +142,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     results = {
-        backbone: measure(backbone, args.num_segments, args.size, args.runs, args.threads, args.engines)
+        backbone: measure(backbone, args.num_segments, args.size, args.runs, args.threads, args.engines,
+                          args.min_seconds)
         for backbone in args.backbones
     }
     rows = [
