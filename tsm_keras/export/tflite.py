@@ -16,8 +16,9 @@ Every conversion is restricted to builtin operators
 graph that would need Flex (select TF) or custom ops fails with
 `UnsupportedOpsError` naming the ops and where they come from. Each
 temporal shift is traced as one depthwise convolution over time with 0/1 taps
-(`tsm_keras.layers.shift_kernel.portable`), what XNNPACK runs fastest; trace
-inside `portable("slices")` for the slicing form. The result
+(`tsm_keras.layers.shift_kernel.portable`): one operator where the slicing
+form is five copies, and faster under XNNPACK; trace inside
+`portable("slices")` for the slicing form. The result
 has one signature, `serving_default`, with these names:
 
 - offline: input `clip` `(1, T, H, W, 3)`, output `logits` `(1, num_classes)`;

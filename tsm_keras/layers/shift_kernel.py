@@ -73,8 +73,8 @@ def portable(form="slices"):
         form: `"slices"`: slicing, zero padding and one concatenation (what
             every backend runs without the kernel); `"depthwise"`: one
             depthwise convolution over time with fixed 0/1 taps (frames of
-            static shape; the other frames take the slices), what LiteRT runs
-            fastest. The innermost block's form applies.
+            static shape; the other frames take the slices), which LiteRT
+            runs faster. The innermost block's form applies.
 
     Example:
 
