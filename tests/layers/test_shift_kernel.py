@@ -1,7 +1,7 @@
 """The native shift kernel: where it runs, what it computes, how it is built and when it is refused.
 
 Its outputs and gradients against the numpy definition are in test_temporal_shift.py
-(every case there runs on both kernels).
+(every case there runs on the native kernel and on both portable forms).
 """
 
 import collections
@@ -30,7 +30,7 @@ def litert_op_counts(flatbuffer):
 
 
 @pytest.mark.parametrize("training", [False, True])
-def test_the_layer_traces_to_the_kernel_and_portable_traces_to_slices(training):
+def test_the_layer_traces_to_the_kernel_and_each_portable_form_to_its_operations(training):
     require_native_kernel()
     frames = tf.random.normal((8, 3, 3, 16))
     assert "TsmTemporalShift" in traced_op_types(TemporalShift(4), frames, training)
