@@ -136,7 +136,10 @@ def test_layouts_differ_where_pytorch_and_keras_do():
     # ResNet v1.5 (PyTorch): stride on the 3x3 conv behind a symmetric pad, no biases.
     assert torch_model.get_layer("layer2_block0_conv1").strides == (1, 1)
     assert torch_model.get_layer("layer2_block0_conv2").strides == (2, 2)
-    assert torch_model.get_layer("layer2_block0_conv2_pad").padding == ((1, 1), (1, 1))
+    # The ReLU before that conv pads its own output (PaddedReLU), the conv is "valid".
+    assert torch_model.get_layer("layer2_block0_relu1").padding == 1
+    assert torch_model.get_layer("layer2_block0_conv2").padding == "valid"
+    assert keras_model.get_layer("layer2_block0_conv2").padding == "same"
     assert not torch_model.get_layer("layer2_block0_conv1").use_bias
     assert torch_model.get_layer("stem_bn").epsilon == pytest.approx(1e-5)
 

@@ -21,6 +21,7 @@ import dataclasses
 import keras
 
 from tsm_keras.layers.batch_norm import FusedBatchNormalization
+from tsm_keras.layers.padded_relu import PaddedReLU
 
 LAYOUTS = ("keras", "torch")
 
@@ -44,10 +45,13 @@ class Layout:
     symmetric_padding: bool
     fold_batch_norm: bool = False
 
-    def conv(self, x, filters, kernel_size, strides=1, name=None, use_bias=None, groups=1):
-        """Conv2D with this layout's padding for `strides`."""
+    def conv(self, x, filters, kernel_size, strides=1, name=None, use_bias=None, groups=1, input_padded=False):
+        """Conv2D with this layout's padding for `strides`.
+
+        `input_padded`: `x` already carries that padding (`relu(..., pad_for=...)` made it).
+        """
         use_bias = self.conv_bias if use_bias is None else use_bias
-        x, padding = self._pad(x, kernel_size, strides, name)
+        x, padding = self._pad(x, kernel_size, strides, name, input_padded)
         return keras.layers.Conv2D(
             filters,
             kernel_size,
@@ -58,9 +62,9 @@ class Layout:
             name=name,
         )(x)
 
-    def depthwise_conv(self, x, kernel_size, strides=1, name=None):
+    def depthwise_conv(self, x, kernel_size, strides=1, name=None, input_padded=False):
         """DepthwiseConv2D (a bias in the deploy form only) with this layout's padding for `strides`."""
-        x, padding = self._pad(x, kernel_size, strides, name)
+        x, padding = self._pad(x, kernel_size, strides, name, input_padded)
         return keras.layers.DepthwiseConv2D(
             kernel_size, strides=strides, padding=padding, use_bias=self.fold_batch_norm, name=name
         )(x)
@@ -75,11 +79,33 @@ class Layout:
             name=name,
         )(x)
 
-    def _pad(self, x, kernel_size, strides, name):
+    def relu(self, x, name, max_value=None, pad_for=None):
+        """ReLU (`max_value=6.0`: ReLU6) of `x`, padded for the conv after it.
+
+        `pad_for=(kernel_size, strides)` names that conv: where this layout
+        pads its input, the ReLU pads its own output (`PaddedReLU`, which a
+        training step keeps once instead of twice), and the conv is then
+        built with `input_padded=True`.
+        """
+        padding = self.padding(*pad_for) if pad_for else 0
+        if padding:
+            return PaddedReLU(padding, max_value=max_value, name=name)(x)
+        return keras.layers.ReLU(max_value, name=name)(x)
+
+    def padding(self, kernel_size, strides):
+        """Zero rows and columns on each side that a conv's input gets here (0: none or "same")."""
         if kernel_size == 1 or strides == 1 or not self.symmetric_padding:
+            return 0
+        return kernel_size // 2
+
+    def _pad(self, x, kernel_size, strides, name, input_padded):
+        padding = self.padding(kernel_size, strides)
+        if not padding:
             return x, "same" if kernel_size > 1 else "valid"
-        pad_name = None if name is None else f"{name}_pad"
-        return keras.layers.ZeroPadding2D(kernel_size // 2, name=pad_name)(x), "valid"
+        if not input_padded:
+            pad_name = None if name is None else f"{name}_pad"
+            x = keras.layers.ZeroPadding2D(padding, name=pad_name)(x)
+        return x, "valid"
 
 
 _CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)

@@ -26,6 +26,7 @@ import re
 
 import keras
 
+from tsm_keras.layers import PaddedReLU
 from tsm_keras.models.backbones.base import BackboneSpec
 from tsm_keras.models.backbones.folding import fold_conv_batch_norms
 from tsm_keras.models.layout import get_layout
@@ -91,8 +92,8 @@ def bottleneck(x, filters, stride, downsample, shift, name, layout, context):
     stride_1x1, stride_3x3 = (stride, 1) if layout.name == "keras" else (1, stride)
     branch = layout.conv(branch, filters, 1, stride_1x1, name=f"{name}_conv1")
     branch = layout.batch_norm(branch, f"{name}_bn1", momentum)
-    branch = keras.layers.ReLU(name=f"{name}_relu1")(branch)
-    branch = layout.conv(branch, filters, 3, stride_3x3, name=f"{name}_conv2")
+    branch = layout.relu(branch, f"{name}_relu1", pad_for=(3, stride_3x3))
+    branch = layout.conv(branch, filters, 3, stride_3x3, name=f"{name}_conv2", input_padded=True)
     branch = layout.batch_norm(branch, f"{name}_bn2", momentum)
     branch = keras.layers.ReLU(name=f"{name}_relu2")(branch)
     branch = layout.conv(branch, EXPANSION * filters, 1, 1, name=f"{name}_conv3")
@@ -105,8 +106,8 @@ def stem(frames, layout, momentum):
     x = keras.layers.ZeroPadding2D(3, name="stem_pad")(frames)
     x = keras.layers.Conv2D(64, 7, strides=2, use_bias=layout.conv_bias, name="stem_conv")(x)
     x = layout.batch_norm(x, "stem_bn", momentum)
-    x = keras.layers.ReLU(name="stem_relu")(x)
-    x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
+    # Both layouts pad the max pool's input symmetrically (keras.applications too).
+    x = PaddedReLU(1, name="stem_relu")(x)
     return keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
 
 
