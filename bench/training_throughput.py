@@ -25,7 +25,9 @@ neighbour slows both; each engine keeps its best round (clips/s and that run's
 peak RSS). The goal: tsm_keras >= 1.5x the reference's clips/s at no more peak
 RSS, at every batch. The JSON records every round with the load average at its
 start and its RSS before training (the peak once the runtime, model, optimizer
-and batch exist, before the first step).
+and batch exist, before the first step); tsm_keras rounds also record the peak
+of TensorFlow's allocator statistics, the most its live tensors took at once
+(the RSS also counts the free space its pool keeps).
 
     python bench/training_throughput.py [--configs mobilenet_v2:1,4,8 resnet50:1,4,8] [--engines tsm_keras pytorch]
 """
@@ -186,6 +188,23 @@ def resident_mib(field):
     return float("nan")
 
 
+def allocator_peak_mib(engine):
+    """The most memory the engine's tensors held at once so far, MiB, where its allocator counts it.
+
+    TensorFlow's CPU allocator (oneDNN's, a BFC pool) keeps statistics; its
+    peak is the live tensors' high-water mark, while the anonymous memory
+    also holds the pool's free space. PyTorch's CPU allocator keeps none: None.
+    """
+    if engine != "tsm_keras":
+        return None
+    import tensorflow as tf
+
+    try:
+        return tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2.0**20
+    except ValueError:  # an allocator without statistics (oneDNN off)
+        return None
+
+
 class PeakAnonymousMemory:
     """Samples `RssAnon` every `interval` seconds on a thread; `.peak` is the largest sample (MiB).
 
@@ -246,6 +265,7 @@ def measure_configuration(engine, backbone, batch_size, num_segments, size, num_
         "peak_rss_mib": peak_rss_mib(),
         "rss_before_training_mib": built_rss,
         "peak_anonymous_mib": anonymous.peak,
+        "allocator_peak_mib": allocator_peak_mib(engine),
         "file_rss_mib": resident_mib("RssFile"),
         "cpu_seconds": cpu_seconds,
         "cpu_per_clip_s": cpu_seconds[median] / batch_size,
@@ -327,8 +347,11 @@ def work_and_memory_notes(results, engines):
                              for batch, run in runs.items())
             memory = ", ".join(f"{run['peak_anonymous_mib'] / 1024:.2f} (batch {batch})" for batch, run in runs.items())
             libraries = max(run["file_rss_mib"] for run in runs.values()) / 1024
+            live = ", ".join(f"{run['allocator_peak_mib'] / 1024:.2f} (batch {batch})" for batch, run in runs.items()
+                             if run.get("allocator_peak_mib") is not None)
+            live = f"; of that anonymous memory, the tensors alive at once took at most GiB {live}" if live else ""
             notes.append(f"TSM-{backbone}, {engine}: CPU time per clip {work}; peak anonymous memory GiB {memory}, "
-                         f"plus {libraries:.2f} GiB of mapped files (shared libraries) in the peak RSS.")
+                         f"plus {libraries:.2f} GiB of mapped files (shared libraries) in the peak RSS{live}.")
     return notes
 
 

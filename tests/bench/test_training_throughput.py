@@ -80,6 +80,13 @@ def test_both_engines_run_alternately_and_the_report_judges_them(tmp_path, capsy
         assert [entry["status"] for entry in rounds] == ["ok", "ok"]
         assert result[engine]["clips_per_s"] == max(entry["clips_per_s"] for entry in rounds)
         assert result[engine]["peak_rss_mib"] == rounds[result[engine]["best_round"]]["peak_rss_mib"]
+    # TensorFlow's allocator counts its live tensors: more than the model's weights, at most the
+    # process's anonymous memory. PyTorch's CPU allocator keeps no statistics.
+    for entry in result["tsm_keras"]["rounds"]:
+        weights_mib = entry["params"] * 4 / 2**20
+        assert weights_mib < entry["allocator_peak_mib"] <= entry["peak_anonymous_mib"]
+    assert all(entry["allocator_peak_mib"] is None for entry in result["pytorch"]["rounds"])
+    assert any("the tensors alive at once took at most GiB" in note for note in payload["notes"])
     assert result["ratio"] == result["tsm_keras"]["clips_per_s"] / result["pytorch"]["clips_per_s"]
     assert result["tsm_keras"]["rounds"][0]["params"] == result["pytorch"]["rounds"][0]["params"]
     assert payload["args"]["engines"] == ["tsm_keras", "pytorch"] and payload["columns"] == COLUMNS
