@@ -45,13 +45,10 @@ class Layout:
     symmetric_padding: bool
     fold_batch_norm: bool = False
 
-    def conv(self, x, filters, kernel_size, strides=1, name=None, use_bias=None, groups=1, input_padded=False):
-        """Conv2D with this layout's padding for `strides`.
-
-        `input_padded`: `x` already carries that padding (`relu(..., pad_for=...)` made it).
-        """
+    def conv(self, x, filters, kernel_size, strides=1, name=None, use_bias=None, groups=1):
+        """Conv2D with this layout's padding for `strides` (none added where `relu(..., pad_for=...)` padded `x`)."""
         use_bias = self.conv_bias if use_bias is None else use_bias
-        x, padding = self._pad(x, kernel_size, strides, name, input_padded)
+        x, padding = self._pad(x, kernel_size, strides, name)
         return keras.layers.Conv2D(
             filters,
             kernel_size,
@@ -62,9 +59,9 @@ class Layout:
             name=name,
         )(x)
 
-    def depthwise_conv(self, x, kernel_size, strides=1, name=None, input_padded=False):
+    def depthwise_conv(self, x, kernel_size, strides=1, name=None):
         """DepthwiseConv2D (a bias in the deploy form only) with this layout's padding for `strides`."""
-        x, padding = self._pad(x, kernel_size, strides, name, input_padded)
+        x, padding = self._pad(x, kernel_size, strides, name)
         return keras.layers.DepthwiseConv2D(
             kernel_size, strides=strides, padding=padding, use_bias=self.fold_batch_norm, name=name
         )(x)
@@ -84,8 +81,8 @@ class Layout:
 
         `pad_for=(kernel_size, strides)` names that conv: where this layout
         pads its input, the ReLU pads its own output (`PaddedReLU`, which a
-        training step keeps once instead of twice), and the conv is then
-        built with `input_padded=True`.
+        training step keeps once instead of twice), and the conv adds no
+        padding of its own.
         """
         padding = self.padding(*pad_for) if pad_for else 0
         if padding:
@@ -98,14 +95,20 @@ class Layout:
             return 0
         return kernel_size // 2
 
-    def _pad(self, x, kernel_size, strides, name, input_padded):
+    def _pad(self, x, kernel_size, strides, name):
         padding = self.padding(kernel_size, strides)
         if not padding:
             return x, "same" if kernel_size > 1 else "valid"
-        if not input_padded:
-            pad_name = None if name is None else f"{name}_pad"
-            x = keras.layers.ZeroPadding2D(padding, name=pad_name)(x)
-        return x, "valid"
+        producer = _producer(x)
+        if isinstance(producer, PaddedReLU):  # `relu(..., pad_for=...)` padded `x` for this conv
+            if producer.padding != padding:
+                raise ValueError(
+                    f"{name}: its input comes from {producer.name}, padded by {producer.padding}, "
+                    f"but a {kernel_size}x{kernel_size}/{strides} conv needs {padding}"
+                )
+            return x, "valid"
+        pad_name = None if name is None else f"{name}_pad"
+        return keras.layers.ZeroPadding2D(padding, name=pad_name)(x), "valid"
 
 
 _CONVS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)

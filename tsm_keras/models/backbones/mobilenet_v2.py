@@ -77,9 +77,7 @@ def inverted_residual(x, expansion, out_channels, stride, index, layout, context
         branch = layout.conv(branch, in_channels * expansion, 1, name=f"{name}_expand_conv")
         branch = layout.batch_norm(branch, f"{name}_expand_bn", momentum)
         branch = layout.relu(branch, f"{name}_expand_relu", max_value=6.0, pad_for=(3, stride))
-    branch = layout.depthwise_conv(
-        branch, 3, stride, name=f"{name}_depthwise_conv", input_padded=expansion != 1
-    )
+    branch = layout.depthwise_conv(branch, 3, stride, name=f"{name}_depthwise_conv")
     branch = layout.batch_norm(branch, f"{name}_depthwise_bn", momentum)
     branch = keras.layers.ReLU(6.0, name=f"{name}_depthwise_relu")(branch)
     branch = layout.conv(branch, out_channels, 1, name=f"{name}_project_conv")

@@ -93,7 +93,7 @@ def bottleneck(x, filters, stride, downsample, shift, name, layout, context):
     branch = layout.conv(branch, filters, 1, stride_1x1, name=f"{name}_conv1")
     branch = layout.batch_norm(branch, f"{name}_bn1", momentum)
     branch = layout.relu(branch, f"{name}_relu1", pad_for=(3, stride_3x3))
-    branch = layout.conv(branch, filters, 3, stride_3x3, name=f"{name}_conv2", input_padded=True)
+    branch = layout.conv(branch, filters, 3, stride_3x3, name=f"{name}_conv2")
     branch = layout.batch_norm(branch, f"{name}_bn2", momentum)
     branch = keras.layers.ReLU(name=f"{name}_relu2")(branch)
     branch = layout.conv(branch, EXPANSION * filters, 1, 1, name=f"{name}_conv3")
