@@ -15,10 +15,15 @@ def layer_types(model):
     return [type(layer).__name__ for layer in model.layers]
 
 
-def test_a_conv_after_a_padding_relu_adds_no_padding_and_computes_the_same():
+def relu_then_strided_conv(layout):
+    """`layout.relu` padded for a 3x3/2 conv, then that conv, as a model."""
     inputs = keras.Input((9, 9, 4))
-    relu = TORCH.relu(inputs, "relu", pad_for=(3, 2))
-    fused = keras.Model(inputs, TORCH.conv(relu, 5, 3, 2, name="conv"))
+    relu = layout.relu(inputs, "relu", pad_for=(3, 2))
+    return keras.Model(inputs, layout.conv(relu, 5, 3, 2, name="conv"))
+
+
+def test_a_conv_after_a_padding_relu_adds_no_padding_and_computes_the_same():
+    fused = relu_then_strided_conv(TORCH)
     assert layer_types(fused) == ["InputLayer", "PaddedReLU", "Conv2D"]
     assert fused.get_layer("conv").padding == "valid"
 
@@ -33,9 +38,7 @@ def test_a_conv_after_a_padding_relu_adds_no_padding_and_computes_the_same():
 
 
 def test_the_keras_layout_pads_with_same_and_a_plain_relu():
-    inputs = keras.Input((9, 9, 4))
-    relu = KERAS.relu(inputs, "relu", pad_for=(3, 2))
-    model = keras.Model(inputs, KERAS.conv(relu, 5, 3, 2, name="conv"))
+    model = relu_then_strided_conv(KERAS)
     assert layer_types(model) == ["InputLayer", "ReLU", "Conv2D"]
     assert model.get_layer("conv").padding == "same"
 
